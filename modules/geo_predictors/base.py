@@ -1,0 +1,76 @@
+"""The one interface every depth predictor implements.
+
+A predictor maps a batch of RGB images to *relative disparity*: ``1 / depth`` (depth = z in the image's
+perspective camera) up to an unknown positive scale and shift per image, as MiDaS and Depth Anything output.
+Larger values are nearer. Faces are passed all at once; a predictor chunks them itself (``batch_size``).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..geometry.tangent import TangentCameras
+
+__all__ = ["DepthPredictor", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda if available, else mps if available, else cpu; other names are checked to exist."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' was requested but CUDA is not available on this machine")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"device '{name}' was requested but MPS is not available on this machine")
+    return dev
+
+
+class DepthPredictor(abc.ABC):
+    """Relative-disparity predictor.
+
+    Subclasses implement :meth:`predict`; they may override :meth:`predict_with_confidence` when they can tell
+    how much to trust each pixel, :meth:`begin_panorama` when they need to know which panorama the faces come
+    from, and :meth:`describe` for what goes into meta.json (weights, licence, random-weight use).
+    """
+
+    #: whether this predictor's time counts as network time in the stage timings
+    is_network: bool = True
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device:
+        """Device the model runs on; inputs are moved there, outputs come back on the caller's device."""
+
+    def begin_panorama(self, image_path: str | None, erp_hw: tuple[int, int]) -> None:
+        """Called once before the faces of one panorama; ``erp_hw`` is the panorama's (H, W)."""
+
+    @abc.abstractmethod
+    def predict(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
+        """Relative disparity of each image.
+
+        Args:
+            images: [B, 3, h, w] float RGB in [0, 1], any device.
+            cameras: the B images' face cameras when they come from a panorama (the synthetic predictor needs
+                them; networks ignore them).
+        Returns:
+            [B, h, w] disparity on ``images.device``, float32.
+        """
+
+    def predict_with_confidence(self, images: Tensor, cameras: TangentCameras | None = None) -> tuple[Tensor, Tensor]:
+        """Disparity [B, h, w] and a per-pixel confidence [B, h, w] in [0, 1] (ones unless overridden)."""
+        disparity = self.predict(images, cameras)
+        return disparity, torch.ones_like(disparity)
+
+    def describe(self) -> dict[str, Any]:
+        """What meta.json records about this predictor."""
+        return {"name": type(self).__name__}

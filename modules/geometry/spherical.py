@@ -1,0 +1,134 @@
+"""Spherical coordinates of the equirectangular (ERP) grid.
+
+Conventions (see ARCHITECTURE.md, used everywhere in ImmersiveDepth):
+
+* ERP pixel ``(u, v)``, 0-based, has its centre at ``x = (u + 0.5) / W``, ``y = (v + 0.5) / H``.
+* Longitude ``lon = (x - 0.5) * 2 pi`` in ``[-pi, pi)``; latitude ``lat = (0.5 - y) * pi`` (up is positive).
+* Axes are OpenCV style: x right, y down, z forward. The direction of ``(lon, lat)`` is
+  ``(cos(lat) sin(lon), -sin(lat), cos(lat) cos(lon))``; the centre column of the panorama looks along +z.
+
+All functions are pure: tensors in, tensors out, device and dtype taken from the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "erp_pixel_to_lonlat",
+    "lonlat_to_erp_pixel",
+    "lonlat_to_direction",
+    "direction_to_lonlat",
+    "erp_pixel_to_direction",
+    "direction_to_erp_pixel",
+    "erp_lonlat_grid",
+    "erp_directions",
+    "erp_pixel_solid_angle",
+]
+
+
+def erp_pixel_to_lonlat(u: Tensor, v: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates -> (lon, lat) in radians.
+
+    Args:
+        u: [...] column coordinate (0-based; integer values are pixel centres).
+        v: [...] row coordinate, same shape as ``u``.
+        height, width: ERP size H, W.
+    Returns:
+        lon, lat: [...] each; lon in [-pi, pi) for u in [0, W), lat in (-pi/2, pi/2).
+    """
+    lon = ((u + 0.5) / width - 0.5) * (2.0 * math.pi)
+    lat = (0.5 - (v + 0.5) / height) * math.pi
+    return lon, lat
+
+
+def lonlat_to_erp_pixel(lon: Tensor, lat: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """(lon, lat) in radians -> continuous pixel coordinates (u, v); inverse of :func:`erp_pixel_to_lonlat`.
+
+    Args:
+        lon, lat: [...] radians.
+    Returns:
+        u, v: [...] with u in [-0.5, W - 0.5) for lon in [-pi, pi).
+    """
+    u = (lon / (2.0 * math.pi) + 0.5) * width - 0.5
+    v = (0.5 - lat / math.pi) * height - 0.5
+    return u, v
+
+
+def lonlat_to_direction(lon: Tensor, lat: Tensor) -> Tensor:
+    """(lon, lat) -> unit direction.
+
+    Args:
+        lon, lat: [...] radians.
+    Returns:
+        [..., 3] unit vectors (x right, y down, z forward).
+    """
+    cos_lat = torch.cos(lat)
+    return torch.stack((cos_lat * torch.sin(lon), -torch.sin(lat), cos_lat * torch.cos(lon)), dim=-1)
+
+
+def direction_to_lonlat(direction: Tensor) -> tuple[Tensor, Tensor]:
+    """Direction (need not be unit length) -> (lon, lat).
+
+    Args:
+        direction: [..., 3].
+    Returns:
+        lon in [-pi, pi], lat in [-pi/2, pi/2], each [...].
+    """
+    x, y, z = direction.unbind(-1)
+    lon = torch.atan2(x, z)
+    lat = torch.atan2(-y, torch.sqrt(x * x + z * z))
+    return lon, lat
+
+
+def erp_pixel_to_direction(u: Tensor, v: Tensor, height: int, width: int) -> Tensor:
+    """Pixel coordinates [...] -> unit directions [..., 3]."""
+    return lonlat_to_direction(*erp_pixel_to_lonlat(u, v, height, width))
+
+
+def direction_to_erp_pixel(direction: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Directions [..., 3] -> continuous pixel coordinates (u, v), each [...]."""
+    return lonlat_to_erp_pixel(*direction_to_lonlat(direction), height, width)
+
+
+def erp_lonlat_grid(
+    height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """Longitude and latitude of every ERP pixel centre.
+
+    Returns:
+        lon: [H, W], lat: [H, W].
+    """
+    v = torch.arange(height, device=device, dtype=dtype)
+    u = torch.arange(width, device=device, dtype=dtype)
+    lon, lat = erp_pixel_to_lonlat(u[None, :], v[:, None], height, width)
+    return lon.expand(height, width), lat.expand(height, width)
+
+
+def erp_directions(
+    height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Unit ray direction of every ERP pixel centre.
+
+    Returns:
+        [H, W, 3].
+    """
+    lon, lat = erp_lonlat_grid(height, width, device, dtype)
+    return lonlat_to_direction(lon, lat)
+
+
+def erp_pixel_solid_angle(
+    height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Solid angle (steradians) of each ERP row's pixels; the rows sum to 4 pi over the sphere.
+
+    Returns:
+        [H, 1], broadcastable against [H, W].
+    """
+    v = torch.arange(height + 1, device=device, dtype=dtype)
+    lat_edges = (0.5 - v / height) * math.pi
+    band = torch.sin(lat_edges[:-1]) - torch.sin(lat_edges[1:])
+    return (band * (2.0 * math.pi / width))[:, None]

@@ -1,0 +1,318 @@
+"""Gnomonic (tangent-plane) face cameras and resampling between the ERP grid and the faces.
+
+A face camera is a square pinhole camera of ``size`` x ``size`` pixels at the sphere's centre, rotated by
+``R_world_from_face`` (columns: the face's x, y, z axes in world coordinates; z is the optical axis), with
+half field of view ``atan(tan_half_fov)`` to the middle of each image edge. OpenCV axes: x right, y down.
+
+Face pixel ``(i, j)`` (column, row) has its centre at normalised plane coordinates
+``xn = ((i + 0.5) / size) * 2 - 1``, ``yn = ((j + 0.5) / size) * 2 - 1`` in (-1, 1); the camera ray is
+``(xn * tan_half_fov, yn * tan_half_fov, 1)``. ``xn, yn`` are exactly the coordinates ``grid_sample``
+expects with ``align_corners=False``.
+
+Conventions of the ERP grid: :mod:`modules.geometry.spherical`. All functions are pure; device and dtype
+come from the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .spherical import direction_to_lonlat, erp_directions, lonlat_to_erp_pixel
+
+__all__ = [
+    "TangentCameras",
+    "face_frame_from_axis",
+    "face_rays",
+    "pad_erp",
+    "erp_to_faces",
+    "FaceSamples",
+    "erp_face_samples",
+    "sample_faces",
+    "faces_to_erp",
+    "border_weight",
+]
+
+
+@dataclass(frozen=True)
+class TangentCameras:
+    """A set of F square gnomonic cameras sharing one image size.
+
+    Attributes:
+        R_world_from_face: [F, 3, 3] rotations; column k is the face's k-th axis in world coordinates.
+        tan_half_fov: [F] tangent of each face's half field of view (centre to middle of an edge).
+        size: face image side in pixels.
+    """
+
+    R_world_from_face: Tensor
+    tan_half_fov: Tensor
+    size: int
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.R_world_from_face.shape[0])
+
+    @property
+    def axes(self) -> Tensor:
+        """[F, 3] optical axes (unit) in world coordinates."""
+        return self.R_world_from_face[:, :, 2]
+
+    @property
+    def focal(self) -> Tensor:
+        """[F] focal length in pixels."""
+        return (self.size / 2.0) / self.tan_half_fov
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TangentCameras":
+        return TangentCameras(
+            self.R_world_from_face.to(device=device, dtype=dtype),
+            self.tan_half_fov.to(device=device, dtype=dtype),
+            self.size,
+        )
+
+    def select(self, index: Tensor | slice) -> "TangentCameras":
+        """The cameras at ``index`` (a slice or a [K] index tensor)."""
+        return TangentCameras(self.R_world_from_face[index], self.tan_half_fov[index], self.size)
+
+    @staticmethod
+    def concat(cameras: list["TangentCameras"]) -> "TangentCameras":
+        sizes = {c.size for c in cameras}
+        if len(sizes) != 1:
+            raise ValueError(f"cannot concatenate cameras of different sizes {sorted(sizes)}")
+        return TangentCameras(
+            torch.cat([c.R_world_from_face for c in cameras]),
+            torch.cat([c.tan_half_fov for c in cameras]),
+            cameras[0].size,
+        )
+
+
+def face_frame_from_axis(axis: Tensor) -> Tensor:
+    """Camera frames looking along ``axis`` with image "up" as close to world up (-y) as possible.
+
+    Args:
+        axis: [F, 3] optical axes (need not be unit length).
+    Returns:
+        R_world_from_face: [F, 3, 3] with columns (x right, y down, z = axis). For an axis along +-y (a pole)
+        the x axis is taken as world +x.
+    """
+    z = F.normalize(axis, dim=-1)
+    up = torch.zeros_like(z)
+    up[:, 1] = -1.0
+    x = torch.linalg.cross(z, up, dim=-1)
+    degenerate = x.norm(dim=-1) < 1e-6
+    if bool(degenerate.any()):
+        fallback = torch.zeros_like(z)
+        fallback[:, 0] = 1.0
+        x = torch.where(degenerate[:, None], fallback - (fallback * z).sum(-1, keepdim=True) * z, x)
+    x = F.normalize(x, dim=-1)
+    y = torch.linalg.cross(z, x, dim=-1)
+    return torch.stack((x, y, z), dim=-1)
+
+
+def _plane_coords(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """[S] normalised coordinates of pixel centres, in (-1, 1)."""
+    return (torch.arange(size, device=device, dtype=dtype) + 0.5) * (2.0 / size) - 1.0
+
+
+def face_rays(cameras: TangentCameras) -> Tensor:
+    """Unit world directions of every face pixel centre.
+
+    Returns:
+        [F, S, S, 3] indexed [face, row, column].
+    """
+    R = cameras.R_world_from_face
+    S = cameras.size
+    s = _plane_coords(S, R.device, R.dtype)
+    t = cameras.tan_half_fov[:, None, None]  # [F, 1, 1]
+    x = s[None, None, :] * t  # [F, 1, S]
+    y = s[None, :, None] * t  # [F, S, 1]
+    cam = torch.stack(torch.broadcast_tensors(x, y, torch.ones_like(t)), dim=-1)  # [F, S, S, 3]
+    cam = F.normalize(cam, dim=-1)
+    return torch.einsum("fij,fhwj->fhwi", R, cam)
+
+
+def pad_erp(erp: Tensor, pad: int = 1) -> Tensor:
+    """Pad an ERP image so that bilinear sampling is continuous everywhere on the sphere.
+
+    Columns wrap around in longitude; rows beyond a pole continue on the other side of the pole, i.e. the row
+    ``pad`` pixels above the top is row ``pad - 1`` rotated by 180 degrees of longitude (W must be even).
+
+    Args:
+        erp: [B, C, H, W].
+    Returns:
+        [B, C, H + 2 pad, W + 2 pad].
+    """
+    if erp.shape[-1] % 2:
+        raise ValueError(f"ERP width must be even to pad across the poles, got {erp.shape[-1]}")
+    half = erp.shape[-1] // 2
+    top = torch.roll(erp[..., :pad, :], shifts=half, dims=-1).flip(-2)
+    bottom = torch.roll(erp[..., -pad:, :], shifts=half, dims=-1).flip(-2)
+    out = torch.cat((top, erp, bottom), dim=-2)
+    return torch.cat((out[..., -pad:], out, out[..., :pad]), dim=-1)
+
+
+def _erp_grid(direction: Tensor, height: int, width: int, pad: int) -> Tensor:
+    """Directions [..., 3] -> grid_sample coordinates (align_corners=True) into ``pad_erp(erp, pad)``."""
+    lon, lat = direction_to_lonlat(direction)
+    u, v = lonlat_to_erp_pixel(lon, lat, height, width)
+    gx = (u + pad) * (2.0 / (width + 2 * pad - 1)) - 1.0
+    gy = (v + pad) * (2.0 / (height + 2 * pad - 1)) - 1.0
+    return torch.stack((gx, gy), dim=-1)
+
+
+def erp_to_faces(erp: Tensor, cameras: TangentCameras, mode: str = "bilinear", antialias: bool = True) -> Tensor:
+    """Render every face from an ERP image in one batched ``grid_sample``.
+
+    Args:
+        erp: [B, C, H, W] panorama (any float values).
+        cameras: F face cameras (same device as ``erp``).
+        mode: ``"bilinear"`` or ``"nearest"``.
+        antialias: if the ERP is much finer than the faces' pixels, area-downsample it first so that the faces
+            do not alias (never upsamples).
+    Returns:
+        [B, F, C, S, S].
+    """
+    B, C, H, W = erp.shape
+    if antialias and mode == "bilinear":
+        # angular size of a face pixel at its centre vs an ERP pixel
+        face_pixel = float((2.0 * cameras.tan_half_fov.min() / cameras.size).atan())
+        erp_pixel = 2.0 * math.pi / W
+        factor = int(face_pixel / erp_pixel)
+        if factor >= 2:
+            H, W = H // factor, W // factor
+            W -= W % 2
+            erp = F.interpolate(erp, size=(H, W), mode="area")
+    rays = face_rays(cameras.to(erp.device, erp.dtype))  # [F, S, S, 3]
+    Fn, S = rays.shape[0], rays.shape[1]
+    grid = _erp_grid(rays, H, W, pad=1).reshape(1, Fn * S, S, 2).expand(B, -1, -1, -1)
+    out = F.grid_sample(pad_erp(erp, 1), grid, mode=mode, padding_mode="border", align_corners=True)
+    return out.reshape(B, C, Fn, S, S).permute(0, 2, 1, 3, 4)
+
+
+def border_weight(xn: Tensor, yn: Tensor, power: float = 1.0) -> Tensor:
+    """Blending weight of a face at normalised plane coordinates: 1 at the centre, 0 at and beyond the border.
+
+    ``w = ((1 - |xn|) (1 - |yn|))^power`` clipped at 0.
+    """
+    return ((1.0 - xn.abs()).clamp_min(0) * (1.0 - yn.abs()).clamp_min(0)) ** power
+
+
+@dataclass(frozen=True)
+class FaceSamples:
+    """Every (ERP pixel, face) pair where the face sees the pixel, i.e. its weight is positive.
+
+    Attributes:
+        erp_index: [N] flat ERP pixel index ``v * W + u``, sorted ascending.
+        face_index: [N] face of each pair.
+        face_xy: [N, 2] normalised plane coordinates (xn, yn) in (-1, 1) (grid_sample, align_corners=False).
+        cos_axis: [N] cosine of the angle between the pixel's ray and the face's optical axis.
+        weight: [N] blending weight, > 0.
+        height, width: ERP size.
+        num_faces: F.
+    """
+
+    erp_index: Tensor
+    face_index: Tensor
+    face_xy: Tensor
+    cos_axis: Tensor
+    weight: Tensor
+    height: int
+    width: int
+    num_faces: int
+
+    def coverage(self) -> Tensor:
+        """[H, W] number of faces that see each ERP pixel."""
+        count = torch.zeros(self.height * self.width, device=self.erp_index.device, dtype=torch.long)
+        count.index_add_(0, self.erp_index, torch.ones_like(self.erp_index))
+        return count.view(self.height, self.width)
+
+
+def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0) -> FaceSamples:
+    """Find, for every ERP pixel centre, every face that sees it and where.
+
+    Args:
+        cameras: F face cameras; device and dtype of the result follow them.
+        height, width: ERP size.
+        weight_power: exponent of :func:`border_weight`.
+    Returns:
+        :class:`FaceSamples` with N pairs (about the sum of the faces' solid angles over 4 pi times H W).
+    """
+    R = cameras.R_world_from_face
+    device, dtype = R.device, R.dtype
+    dirs = erp_directions(height, width, device, dtype).reshape(-1, 3)  # [P, 3]
+    # camera coordinates R^T d of every pixel in every face: [P, F, 3]
+    cam = (dirs @ R.permute(1, 0, 2).reshape(3, -1)).view(-1, cameras.num_faces, 3)
+    # the square image is contained in the cone whose half angle reaches its corners
+    t = cameras.tan_half_fov
+    cos_corner = 1.0 / torch.sqrt(1.0 + 2.0 * t * t)  # [F]
+    z = cam[..., 2]
+    pixel, face = torch.nonzero(z > cos_corner, as_tuple=True)
+    xyz = cam[pixel, face]  # [N, 3]
+    tf = t[face]
+    xn = xyz[:, 0] / xyz[:, 2] / tf
+    yn = xyz[:, 1] / xyz[:, 2] / tf
+    w = border_weight(xn, yn, weight_power)
+    keep = w > 0
+    return FaceSamples(
+        erp_index=pixel[keep],
+        face_index=face[keep],
+        face_xy=torch.stack((xn[keep], yn[keep]), dim=-1),
+        cos_axis=xyz[keep, 2],
+        weight=w[keep],
+        height=height,
+        width=width,
+        num_faces=cameras.num_faces,
+    )
+
+
+def sample_faces(face_maps: Tensor, face_index: Tensor, face_xy: Tensor) -> Tensor:
+    """Bilinear samples of face images at arbitrary points (edge pixels replicated).
+
+    Args:
+        face_maps: [F, C, S, S].
+        face_index: [N] face of each point.
+        face_xy: [N, 2] normalised plane coordinates (grid_sample convention, align_corners=False).
+    Returns:
+        [N, C].
+    """
+    Fn, C, S, _ = face_maps.shape
+    px = (face_xy[:, 0] + 1.0) * (S / 2.0) - 0.5
+    py = (face_xy[:, 1] + 1.0) * (S / 2.0) - 0.5
+    x0f, y0f = torch.floor(px), torch.floor(py)
+    fx, fy = (px - x0f)[:, None], (py - y0f)[:, None]
+    x0 = x0f.long().clamp(0, S - 1)
+    y0 = y0f.long().clamp(0, S - 1)
+    x1 = (x0f.long() + 1).clamp(0, S - 1)
+    y1 = (y0f.long() + 1).clamp(0, S - 1)
+    flat = face_maps.permute(0, 2, 3, 1).reshape(Fn * S * S, C)
+    base = face_index * (S * S)
+    v00 = flat[base + y0 * S + x0]
+    v01 = flat[base + y0 * S + x1]
+    v10 = flat[base + y1 * S + x0]
+    v11 = flat[base + y1 * S + x1]
+    return (v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy
+
+
+def faces_to_erp(face_maps: Tensor, samples: FaceSamples, extra_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Blend face images into the ERP grid: each pixel is the weighted mean over every face that sees it.
+
+    Args:
+        face_maps: [F, C, S, S].
+        samples: from :func:`erp_face_samples`.
+        extra_weight: optional [N] factor on the blending weights (0 drops a sample).
+    Returns:
+        erp: [C, H, W] (0 where no weight), weight_sum: [H, W].
+    """
+    values = sample_faces(face_maps, samples.face_index, samples.face_xy)  # [N, C]
+    w = samples.weight if extra_weight is None else samples.weight * extra_weight
+    P = samples.height * samples.width
+    num = torch.zeros(P, values.shape[1], device=values.device, dtype=values.dtype)
+    num.index_add_(0, samples.erp_index, values * w[:, None])
+    den = torch.zeros(P, device=values.device, dtype=values.dtype)
+    den.index_add_(0, samples.erp_index, w)
+    erp = num / den.clamp_min(torch.finfo(den.dtype).tiny)[:, None]
+    erp = torch.where(den[:, None] > 0, erp, torch.zeros_like(erp))
+    return erp.T.reshape(-1, samples.height, samples.width), den.view(samples.height, samples.width)
