@@ -28,6 +28,7 @@ __all__ = [
     "TangentCameras",
     "face_frame_from_axis",
     "face_rays",
+    "face_cos_to_axis",
     "pad_erp",
     "erp_to_faces",
     "FaceSamples",
@@ -132,6 +133,15 @@ def face_rays(cameras: TangentCameras) -> Tensor:
     cam = torch.stack(torch.broadcast_tensors(x, y, torch.ones_like(t)), dim=-1)  # [F, S, S, 3]
     cam = F.normalize(cam, dim=-1)
     return torch.einsum("fij,fhwj->fhwi", R, cam)
+
+
+def face_cos_to_axis(cameras: TangentCameras) -> Tensor:
+    """Cosine between each face pixel's ray and the optical axis: planar depth = distance * cos.
+
+    Returns:
+        [F, S, S].
+    """
+    return face_rays(cameras).mul(cameras.axes[:, None, None, :]).sum(-1)
 
 
 def pad_erp(erp: Tensor, pad: int = 1) -> Tensor:

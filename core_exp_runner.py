@@ -1,0 +1,54 @@
+"""ImmersiveDepth entry point: ``python core_exp_runner.py mode=<name> key=value ...``.
+
+The mode's function is looked up in ``MODES`` and called with the composed Hydra config; its return value is the
+process exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Callable
+
+import hydra
+from omegaconf import DictConfig
+
+from modules.config import register_resolvers
+from modules.errors import UserError
+
+#: mode name -> "module:function" (imported on use so that one mode's heavy imports do not slow the others)
+MODES: dict[str, str] = {
+    "predict": "modules.modes.predict:run",
+}
+
+log = logging.getLogger("immersivedepth")
+
+
+def mode_function(name: str) -> Callable[[DictConfig], int]:
+    if name not in MODES:
+        raise UserError(f"unknown mode {name!r}; known modes: {', '.join(sorted(MODES))}")
+    module, func = MODES[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+register_resolvers()
+
+#: exit codes of the jobs this process ran (one, or several under --multirun)
+_exit_codes: list[int] = []
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> int:
+    try:
+        code = int(mode_function(cfg.mode.name)(cfg) or 0)
+    except UserError as exc:
+        log.error("%s", exc)
+        code = 2
+    _exit_codes.append(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(max(_exit_codes, default=1))

@@ -1,0 +1,84 @@
+"""Distance maps on disk: float32 .npy, 16-bit PNG with its unit, a colour preview, and meta.json.
+
+16-bit PNG encoding: ``distance = value * unit`` with ``value`` in 1..65535 and 0 meaning "no valid distance". The unit
+is fixed by config (e.g. 0.001 for millimetres with metric output) or, when null, chosen per image as
+``max distance / 65535``; meta.json records it under ``distance_png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+from .atomic import atomic_path, atomic_write_text
+
+__all__ = ["write_npy", "write_distance_png", "read_distance_png", "colorize", "write_preview", "write_json"]
+
+log = logging.getLogger(__name__)
+
+
+def write_npy(path: str | os.PathLike, array: Tensor | np.ndarray, dtype: str = "float32") -> None:
+    arr = array.detach().cpu().numpy() if isinstance(array, Tensor) else np.asarray(array)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr.astype(dtype, copy=False))
+
+
+def write_distance_png(
+    path: str | os.PathLike, distance: Tensor | np.ndarray, unit: float | None = None, compress_level: int = 1
+) -> dict[str, Any]:
+    """Write [H, W] distances as a 16-bit grayscale PNG; returns the encoding for meta.json."""
+    d = distance.detach().cpu().numpy() if isinstance(distance, Tensor) else np.asarray(distance)
+    valid = np.isfinite(d) & (d > 0)
+    if unit is None:
+        top = float(d[valid].max()) if valid.any() else 1.0
+        unit = top / 65535.0
+    if not unit > 0:
+        raise ValueError(f"distance PNG unit must be positive, got {unit}")
+    value = np.where(valid, np.round(np.where(valid, d, 0) / unit), 0)
+    clipped = int(((value > 65535) & valid).sum())
+    if clipped:
+        log.warning("%s: %d pixels beyond 65535 x unit were clipped", path, clipped)
+    value = np.clip(value, 0, 65535)
+    value[valid & (value < 1)] = 1
+    with atomic_path(path) as tmp:
+        Image.fromarray(value.astype(np.uint16)).save(tmp, format="PNG", compress_level=int(compress_level))
+    return {"unit": float(unit), "formula": "distance = value * unit", "invalid_value": 0, "clipped_pixels": clipped}
+
+
+def read_distance_png(path: str | os.PathLike, unit: float) -> np.ndarray:
+    """Inverse of :func:`write_distance_png`: float32 [H, W], NaN where the value is 0."""
+    value = np.asarray(Image.open(path), dtype=np.float32)
+    return np.where(value > 0, value * unit, np.nan).astype(np.float32)
+
+
+def colorize(distance: Tensor | np.ndarray, colormap: str = "turbo", percentiles: tuple[float, float] = (2, 98)) -> np.ndarray:
+    """Colour image of inverse distance (near = warm), robustly normalised. Returns [H, W, 3] uint8."""
+    d = distance.detach().cpu().numpy() if isinstance(distance, Tensor) else np.asarray(distance)
+    valid = np.isfinite(d) & (d > 0)
+    inv = np.where(valid, 1.0 / np.where(valid, d, 1.0), np.nan)
+    if valid.any():
+        lo, hi = np.percentile(inv[valid], percentiles)
+    else:
+        lo, hi = 0.0, 1.0
+    x = np.clip((inv - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = matplotlib.colormaps[colormap](np.nan_to_num(x))[..., :3]
+    rgb[~valid] = 0
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def write_preview(path: str | os.PathLike, distance: Tensor | np.ndarray, colormap: str = "turbo",
+                  percentiles: tuple[float, float] = (2, 98), compress_level: int = 1) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(colorize(distance, colormap, percentiles)).save(tmp, format="PNG", compress_level=int(compress_level))
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,65 @@
+"""What the fusion stages pass around: per-face predictions and their aligned inverse distance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..geometry.tangent import TangentCameras, face_cos_to_axis
+
+__all__ = ["FacePredictions", "AlignedFaces"]
+
+
+@dataclass
+class FacePredictions:
+    """Relative disparity of every face, as the predictor returned it.
+
+    Attributes:
+        disparity: [F, S, S] (unknown positive scale and shift per face).
+        confidence: [F, S, S] in [0, 1].
+        cameras: the F face cameras.
+    """
+
+    disparity: Tensor
+    confidence: Tensor
+    cameras: TangentCameras
+
+    def __post_init__(self) -> None:
+        Fn, S = self.cameras.num_faces, self.cameras.size
+        for name in ("disparity", "confidence"):
+            shape = tuple(getattr(self, name).shape)
+            if shape != (Fn, S, S):
+                raise ValueError(f"{name} has shape {shape}, expected {(Fn, S, S)}")
+
+
+@dataclass
+class AlignedFaces:
+    """Inverse distance of every face pixel after alignment, in one common (relative) scale.
+
+    Attributes:
+        inv_distance: [F, S, S]; only meaningful where ``valid``.
+        valid: [F, S, S] bool: the aligned value is finite and positive and the face was kept.
+        confidence: [F, S, S] in [0, 1].
+        cameras: the F face cameras.
+        info: what the solver reports (per-face scale/shift, iterations, dropped faces ...), for meta.json.
+    """
+
+    inv_distance: Tensor
+    valid: Tensor
+    confidence: Tensor
+    cameras: TangentCameras
+    info: dict = field(default_factory=dict)
+
+    @staticmethod
+    def from_affine(pred: FacePredictions, scale: Tensor, shift: Tensor, keep: Tensor, info: dict) -> "AlignedFaces":
+        """inv_distance = cos(angle to axis) * (scale_f * disparity + shift_f); scale/shift/keep: [F] or [F, S, S]."""
+        dtype = pred.disparity.dtype
+        if scale.dim() == 1:
+            scale, shift, keep = scale[:, None, None], shift[:, None, None], keep[:, None, None]
+        inv = face_cos_to_axis(pred.cameras.to(pred.disparity.device, dtype)) * (
+            scale.to(dtype) * pred.disparity + shift.to(dtype)
+        )
+        valid = keep & torch.isfinite(inv) & (inv > 0)
+        return AlignedFaces(inv, valid, pred.confidence, pred.cameras, info)

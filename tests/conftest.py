@@ -1,0 +1,59 @@
+"""Shared fixtures: small synthetic rooms with exact ground truth, and Hydra composition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modules.config import PROJECT_ROOT, register_resolvers
+from modules.dataset.synthetic_scene import make_room, render_erp
+
+register_resolvers()
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def write_scene(folder: Path, seed: int, height: int) -> Path:
+    """A procedural room as the CLI writes it: folder/rgb.png + folder/distance.npy. Returns the rgb path."""
+    rgb, distance = render_erp(make_room(seed), height)
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(folder / "rgb.png")
+    np.save(folder / "distance.npy", distance)
+    return folder / "rgb.png"
+
+
+@pytest.fixture(scope="session")
+def room_scene(tmp_path_factory) -> Path:
+    """A 512x256 room (seed 0); returns the path of its rgb.png (distance.npy beside it)."""
+    return write_scene(tmp_path_factory.mktemp("room"), seed=0, height=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_scene(tmp_path_factory) -> Path:
+    """A 128x64 room for runner tests."""
+    return write_scene(tmp_path_factory.mktemp("tiny"), seed=1, height=64)
+
+
+def compose(overrides: list[str] | None = None):
+    """Compose the project's config as the runner would, with paths.output_dir set (no Hydra run)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides or []))
+
+
+@pytest.fixture
+def compose_cfg():
+    return compose
