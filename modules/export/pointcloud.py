@@ -1,4 +1,9 @@
-"""Point clouds from an ERP distance map: one coloured point per (subsampled) valid pixel, written as PLY."""
+"""Point clouds from an ERP distance map: one coloured point per (subsampled) valid pixel, written as PLY.
+
+Camera at the origin, OpenCV axes (x right, y down, z forward). :func:`process_point_cloud` optionally cleans
+the cloud with Open3D: statistical outlier removal, voxel downsampling (colours averaged per voxel) and normals
+(estimated from neighbours, oriented towards the camera). Each step is a parameter; None / False disables it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from torch import Tensor
 from ..geometry.spherical import erp_directions
 from .atomic import atomic_path
 
-__all__ = ["erp_points", "write_point_cloud_ply"]
+__all__ = ["erp_points", "process_point_cloud", "write_point_cloud_ply"]
 
 
 def erp_points(distance: Tensor, rgb: Tensor | None = None, stride: int = 1) -> tuple[Tensor, Tensor | None]:
@@ -34,14 +39,88 @@ def erp_points(distance: Tensor, rgb: Tensor | None = None, stride: int = 1) -> 
     return points, colours
 
 
-def write_point_cloud_ply(path: str | os.PathLike, points: Tensor, colours: Tensor | None = None) -> None:
-    """Binary little-endian PLY with float32 x y z and, when given, uchar red green blue (colours in [0, 1])."""
+def process_point_cloud(
+    points: Tensor,
+    colours: Tensor | None = None,
+    *,
+    sor_neighbors: int | None = 20,
+    sor_std_ratio: float = 2.0,
+    voxel_size: float | None = None,
+    normals: bool = True,
+    normal_radius: float | None = None,
+    normal_max_nn: int = 30,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Clean a point cloud with Open3D.
+
+    Args:
+        points: [N, 3] (non-finite rows are dropped first).
+        colours: optional [N, 3] in [0, 1].
+        sor_neighbors: statistical outlier removal: neighbours per point (None disables the step).
+        sor_std_ratio: ... drop points whose mean neighbour distance exceeds mean + ratio * std.
+        voxel_size: voxel downsampling edge length in scene units (None disables it).
+        normals: estimate normals (oriented towards the camera at the origin).
+        normal_radius: neighbourhood radius for the normals (scene units); None: nearest ``normal_max_nn`` only.
+        normal_max_nn: most neighbours for the normals.
+    Returns:
+        points [M, 3], colours [M, 3] or None, normals [M, 3] or None, on ``points``' device and dtype.
+    """
+    import open3d as o3d
+
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be [N, 3], got {tuple(points.shape)}")
+    if colours is not None and tuple(colours.shape) != tuple(points.shape):
+        raise ValueError(f"colours must be [N, 3] like points {tuple(points.shape)}, got {tuple(colours.shape)}")
+    if voxel_size is not None and not voxel_size > 0:
+        raise ValueError(f"voxel_size must be positive or None, got {voxel_size}")
+    finite = torch.isfinite(points).all(dim=1)
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points[finite].detach().cpu().double().numpy()))
+    if colours is not None:
+        pcd.colors = o3d.utility.Vector3dVector(colours[finite].detach().cpu().double().clamp(0, 1).numpy())
+    if sor_neighbors is not None and len(pcd.points) > sor_neighbors:
+        pcd, _ = pcd.remove_statistical_outlier(nb_neighbors=int(sor_neighbors), std_ratio=float(sor_std_ratio))
+    if voxel_size is not None:
+        pcd = pcd.voxel_down_sample(float(voxel_size))
+    if normals and len(pcd.points) >= 3:
+        search = (
+            o3d.geometry.KDTreeSearchParamKNN(int(normal_max_nn))
+            if normal_radius is None
+            else o3d.geometry.KDTreeSearchParamHybrid(radius=float(normal_radius), max_nn=int(normal_max_nn))
+        )
+        pcd.estimate_normals(search)
+        pcd.orient_normals_towards_camera_location(np.zeros(3))
+
+    def back(v) -> Tensor:
+        return torch.as_tensor(np.asarray(v), dtype=points.dtype, device=points.device)
+
+    return (
+        back(pcd.points).reshape(-1, 3),
+        back(pcd.colors) if colours is not None else None,
+        back(pcd.normals) if pcd.has_normals() else None,
+    )
+
+
+def write_point_cloud_ply(
+    path: str | os.PathLike, points: Tensor, colours: Tensor | None = None, normals: Tensor | None = None
+) -> None:
+    """Binary little-endian PLY with float32 x y z, optional float32 nx ny nz and uchar red green blue.
+
+    Args:
+        points: [N, 3]; colours: optional [N, 3] in [0, 1]; normals: optional [N, 3].
+    """
     pts = points.detach().cpu().numpy().astype(np.float32)
+    if len(pts) == 0:
+        raise ValueError(f"{path}: refusing to write an empty point cloud")
+    if not np.isfinite(pts).all():
+        raise ValueError(f"{path}: point cloud has non-finite coordinates")
     fields = [("x", "f4"), ("y", "f4"), ("z", "f4")]
+    if normals is not None:
+        fields += [("nx", "f4"), ("ny", "f4"), ("nz", "f4")]
     if colours is not None:
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
     vertex = np.empty(len(pts), dtype=fields)
     vertex["x"], vertex["y"], vertex["z"] = pts.T
+    if normals is not None:
+        vertex["nx"], vertex["ny"], vertex["nz"] = normals.detach().cpu().numpy().astype(np.float32).T
     if colours is not None:
         c = (colours.detach().cpu().float().clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
         vertex["red"], vertex["green"], vertex["blue"] = c.T

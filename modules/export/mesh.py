@@ -1,0 +1,376 @@
+"""Dense triangle meshes from an ERP distance map, plus optional decimation and Poisson reconstruction.
+
+Conventions (ARCHITECTURE.md): camera at the origin, OpenCV axes (x right, y down, z forward); ERP pixel
+(u, v) has its ray through the pixel centre; ``distance`` is the Euclidean length along that ray.
+
+Topology of :func:`erp_grid_mesh` (pure torch):
+
+* one vertex per valid pixel (finite and > 0); invalid pixels are dropped together with every triangle that
+  touches them, never written as garbage vertices;
+* each 2x2 block of neighbouring pixels is split into two triangles; the block between column W-1 and column 0
+  is included, so the longitude seam at +-180 deg is closed; the split diagonal is the one joining the two
+  corners with the closer distances (or the one that keeps a triangle when a corner is invalid);
+* one vertex at each pole (distance: median over the first / last row of the points' component along the
+  pole's axis, exact for a floor or ceiling) fanned to that row;
+* triangles across depth discontinuities are cut (see :func:`discontinuity_mask`);
+* every triangle is wound so that its normal (right-hand rule) points towards the camera: the surfaces are
+  seen from the inside, and a renderer with back-face culling shows the interior from outside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..geometry.spherical import erp_directions
+
+__all__ = [
+    "Mesh",
+    "InvalidDistanceError",
+    "valid_distance_mask",
+    "check_distance_map",
+    "erp_grid_mesh",
+    "discontinuity_mask",
+    "remove_unreferenced_vertices",
+    "mesh_edges",
+    "boundary_edges",
+    "vertex_normals",
+    "decimate_mesh",
+    "poisson_mesh",
+    "mesh_to_open3d",
+    "mesh_from_open3d",
+]
+
+
+class InvalidDistanceError(ValueError):
+    """A distance map that cannot be turned into geometry (wrong shape, no valid pixel)."""
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """A triangle mesh.
+
+    Attributes:
+        vertices: [V, 3] float positions (OpenCV axes, camera at the origin).
+        faces: [F, 3] int64 vertex indices, wound so that normals face the camera.
+        colours: [V, 3] float RGB in [0, 1], or None.
+    """
+
+    vertices: Tensor
+    faces: Tensor
+    colours: Tensor | None = None
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+
+def valid_distance_mask(distance: Tensor) -> Tensor:
+    """[H, W] -> [H, W] bool: finite and strictly positive pixels."""
+    return torch.isfinite(distance) & (distance > 0)
+
+
+def check_distance_map(distance: Tensor, name: str = "distance") -> Tensor:
+    """Validate an ERP distance map and return its valid-pixel mask.
+
+    Args:
+        distance: [H, W] floating tensor; NaN, inf and values <= 0 mark invalid pixels.
+        name: how to call the map in error messages (e.g. a file path).
+    Returns:
+        [H, W] bool mask of valid pixels.
+    Raises:
+        InvalidDistanceError: not 2-D, not floating point, too small, or without a single valid pixel.
+    """
+    if not isinstance(distance, Tensor):
+        raise InvalidDistanceError(f"{name}: expected a torch.Tensor, got {type(distance).__name__}")
+    if distance.ndim != 2:
+        raise InvalidDistanceError(f"{name}: expected a 2-D [H, W] distance map, got shape {tuple(distance.shape)}")
+    if not distance.is_floating_point():
+        raise InvalidDistanceError(f"{name}: expected a floating-point distance map, got {distance.dtype}")
+    if distance.shape[0] < 2 or distance.shape[1] < 3:
+        raise InvalidDistanceError(f"{name}: distance map {tuple(distance.shape)} is too small (need H >= 2, W >= 3)")
+    valid = valid_distance_mask(distance)
+    if not bool(valid.any()):
+        raise InvalidDistanceError(f"{name}: no valid pixel (every value is NaN, inf or <= 0)")
+    return valid
+
+
+def _check_rgb(rgb: Tensor | None, shape: tuple[int, int]) -> None:
+    if rgb is not None and (rgb.ndim != 3 or rgb.shape[0] != 3 or tuple(rgb.shape[1:]) != shape):
+        raise ValueError(f"rgb must be [3, {shape[0]}, {shape[1]}] to match the distance map, got {tuple(rgb.shape)}")
+
+
+def _quad_triangles(index: Tensor, log_d: Tensor) -> Tensor:
+    """Two triangles per 2x2 pixel block, seam included, diagonal chosen per block.
+
+    Args:
+        index: [h, w] int64 vertex index per pixel, -1 where invalid.
+        log_d: [h, w] log distance (any value where invalid).
+    Returns:
+        [T, 3] int64 triangles, possibly containing -1 (removed by the caller).
+    """
+    a, b = index[:-1], index[:-1].roll(-1, dims=1)  # top-left, top-right (column W-1 pairs with column 0)
+    c, d = index[1:], index[1:].roll(-1, dims=1)  # bottom-left, bottom-right
+    la, lb = log_d[:-1], log_d[:-1].roll(-1, dims=1)
+    lc, ld = log_d[1:], log_d[1:].roll(-1, dims=1)
+    # Diagonal a-d when it spans the smaller distance change, or when b or c is missing; b-c otherwise.
+    use_ad = (la - ld).abs() < (lb - lc).abs()
+    use_ad = torch.where((b < 0) | (c < 0), torch.ones_like(use_ad), use_ad)
+    use_ad = torch.where((a < 0) | (d < 0), torch.zeros_like(use_ad), use_ad)
+    # Winding (a, c, d), (a, d, b) / (a, c, b), (b, c, d): normals towards the origin.
+    t1 = torch.where(use_ad[..., None], torch.stack((a, c, d), -1), torch.stack((a, c, b), -1))
+    t2 = torch.where(use_ad[..., None], torch.stack((a, d, b), -1), torch.stack((b, c, d), -1))
+    return torch.cat((t1.reshape(-1, 3), t2.reshape(-1, 3)))
+
+
+def _pole_fan(pole: int, row: Tensor, north: bool) -> Tensor:
+    """Triangles joining a pole vertex to consecutive vertices of its row (seam included).
+
+    Args:
+        pole: the pole's vertex index.
+        row: [w] vertex indices of the first (north) or last (south) row, -1 where invalid.
+    Returns:
+        [w, 3] int64, wound so that normals face the origin.
+    """
+    nxt = row.roll(-1)
+    p = torch.full_like(row, pole)
+    return torch.stack((p, row, nxt), -1) if north else torch.stack((p, nxt, row), -1)
+
+
+def discontinuity_mask(
+    vertices: Tensor,
+    faces: Tensor,
+    max_edge_stretch: float | None = 12.0,
+    max_grazing_deg: float | None = None,
+) -> Tensor:
+    """Which triangles span a depth discontinuity (camera at the origin).
+
+    Two tests, each disabled by None; a triangle is cut when either fires:
+
+    * edge stretch: for every edge (i, j), ``|p_i - p_j| / (min(|p_i|, |p_j|) * angle(p_i, p_j))``, the edge
+      length relative to the arc it would have on a sphere around the camera. It is about 1 for a surface facing
+      the camera, ``1 / cos(a)`` for a surface seen at angle ``a`` from its normal, and ``(jump / distance) /
+      pixel angle`` across a step, so it does not depend on latitude (ERP pixels shrink towards the poles);
+    * grazing angle: the angle between the triangle's normal and the ray through its centroid, in degrees.
+
+    Args:
+        vertices: [V, 3].
+        faces: [F, 3] int64.
+        max_edge_stretch: cut when the largest edge stretch exceeds this (> 1).
+        max_grazing_deg: cut when the grazing angle exceeds this (0..90).
+    Returns:
+        [F] bool, True for triangles to cut.
+    """
+    cut = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
+    if faces.shape[0] == 0:
+        return cut
+    p = vertices[faces]  # [F, 3, 3]
+    if max_edge_stretch is not None:
+        if not max_edge_stretch > 1.0:
+            raise ValueError(f"max_edge_stretch must be > 1 or None, got {max_edge_stretch}")
+        q = p.roll(-1, dims=1)
+        r_p, r_q = p.norm(dim=-1), q.norm(dim=-1)
+        angle = torch.atan2(torch.linalg.cross(p, q).norm(dim=-1), (p * q).sum(-1))
+        arc = torch.minimum(r_p, r_q) * angle
+        stretch = (p - q).norm(dim=-1) / arc.clamp_min(torch.finfo(p.dtype).tiny)
+        cut |= stretch.amax(dim=1) > max_edge_stretch
+    if max_grazing_deg is not None:
+        if not 0.0 < max_grazing_deg < 90.0:
+            raise ValueError(f"max_grazing_deg must be in (0, 90) or None, got {max_grazing_deg}")
+        n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+        m = p.mean(dim=1)
+        cos = (n * m).sum(-1).abs() / (n.norm(dim=-1) * m.norm(dim=-1)).clamp_min(torch.finfo(p.dtype).tiny)
+        cut |= ~(cos >= math.cos(math.radians(max_grazing_deg)))  # degenerate (NaN) triangles are cut too
+    return cut
+
+
+def remove_unreferenced_vertices(mesh: Mesh) -> Mesh:
+    """Drop vertices that no face uses and renumber the faces."""
+    used = torch.zeros(mesh.num_vertices, dtype=torch.bool, device=mesh.faces.device)
+    used[mesh.faces.reshape(-1)] = True
+    remap = torch.cumsum(used.long(), 0) - 1
+    colours = None if mesh.colours is None else mesh.colours[used]
+    return Mesh(mesh.vertices[used], remap[mesh.faces], colours)
+
+
+def erp_grid_mesh(
+    distance: Tensor,
+    rgb: Tensor | None = None,
+    *,
+    stride: int = 1,
+    max_edge_stretch: float | None = 12.0,
+    max_grazing_deg: float | None = None,
+    close_poles: bool = True,
+    drop_unreferenced: bool = True,
+) -> Mesh:
+    """Triangulate an ERP distance map on its pixel grid.
+
+    Args:
+        distance: [H, W] distance along each pixel's ray; NaN / inf / <= 0 pixels are invalid and dropped.
+        rgb: optional [3, H, W] colours in [0, 1] (vertex colours).
+        stride: use every ``stride``-th row and column (>= 1).
+        max_edge_stretch, max_grazing_deg: discontinuity cut, see :func:`discontinuity_mask`.
+        close_poles: add a vertex at each pole and fan it to the first / last row.
+        drop_unreferenced: drop valid pixels left without any triangle.
+    Returns:
+        :class:`Mesh` on ``distance``'s device; vertices in ``distance``'s dtype.
+    Raises:
+        InvalidDistanceError: see :func:`check_distance_map`.
+    """
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    check_distance_map(distance)
+    H, W = distance.shape
+    _check_rgb(rgb, (H, W))
+    d = distance[::stride, ::stride]
+    dirs = erp_directions(H, W, distance.device, distance.dtype)[::stride, ::stride]
+    h, w = d.shape
+    if h < 2 or w < 3:
+        raise InvalidDistanceError(f"stride {stride} leaves a {h}x{w} grid; need at least 2 rows and 3 columns")
+    valid = valid_distance_mask(d)
+    index = torch.full((h, w), -1, dtype=torch.long, device=d.device)
+    index[valid] = torch.arange(int(valid.sum()), device=d.device)
+    vertices = [dirs[valid] * d[valid][:, None]]
+    colours = None if rgb is None else [rgb[:, ::stride, ::stride].permute(1, 2, 0)[valid].to(distance.dtype)]
+    log_d = torch.where(valid, d, torch.ones_like(d)).log()
+    faces = [_quad_triangles(index, log_d)]
+    if close_poles:
+        n_vert = vertices[0].shape[0]
+        for north, r in ((True, 0), (False, h - 1)):
+            row_valid = valid[r]
+            if not bool(row_valid.any()):
+                continue
+            pole_dir = torch.tensor([0.0, -1.0 if north else 1.0, 0.0], dtype=d.dtype, device=d.device)
+            # on the axis where a plane through the row's points (a floor, a ceiling) meets it
+            axial = (vertices[0][index[r][row_valid]] @ pole_dir).median()
+            vertices.append((pole_dir * axial)[None])
+            if colours is not None:
+                colours.append(colours[0][index[r][row_valid]].mean(0, keepdim=True))
+            faces.append(_pole_fan(n_vert, index[r], north))
+            n_vert += 1
+    V = torch.cat(vertices)
+    F = torch.cat(faces)
+    F = F[(F >= 0).all(dim=1)]
+    F = F[~discontinuity_mask(V, F, max_edge_stretch, max_grazing_deg)]
+    mesh = Mesh(V, F, None if colours is None else torch.cat(colours).clamp(0, 1))
+    return remove_unreferenced_vertices(mesh) if drop_unreferenced else mesh
+
+
+def mesh_edges(faces: Tensor) -> tuple[Tensor, Tensor]:
+    """Undirected edges of a triangle mesh and how many faces use each.
+
+    Args:
+        faces: [F, 3] int64.
+    Returns:
+        edges [E, 2] (sorted pairs, unique) and counts [E].
+    """
+    e = torch.cat((faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]])).sort(dim=1).values
+    return torch.unique(e, dim=0, return_counts=True)
+
+
+def boundary_edges(faces: Tensor) -> Tensor:
+    """Edges used by exactly one face (the rims of holes and cuts): [E_b, 2]."""
+    edges, counts = mesh_edges(faces)
+    return edges[counts == 1]
+
+
+def vertex_normals(mesh: Mesh) -> Tensor:
+    """Area-weighted vertex normals [V, 3] (unit length; zero for isolated vertices), facing the camera."""
+    p = mesh.vertices[mesh.faces]
+    n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    out = torch.zeros_like(mesh.vertices)
+    for k in range(3):
+        out.index_add_(0, mesh.faces[:, k], n)
+    return torch.nn.functional.normalize(out, dim=1)
+
+
+def mesh_to_open3d(mesh: Mesh):
+    """:class:`Mesh` -> ``open3d.geometry.TriangleMesh`` (float64 on the CPU)."""
+    import open3d as o3d
+
+    o = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(mesh.vertices.detach().cpu().double().numpy()),
+        o3d.utility.Vector3iVector(mesh.faces.detach().cpu().numpy().astype(np.int32)),
+    )
+    if mesh.colours is not None:
+        o.vertex_colors = o3d.utility.Vector3dVector(mesh.colours.detach().cpu().double().numpy())
+    return o
+
+
+def mesh_from_open3d(o, like: Tensor) -> Mesh:
+    """``open3d.geometry.TriangleMesh`` -> :class:`Mesh` with ``like``'s device and dtype."""
+    v = torch.as_tensor(np.asarray(o.vertices), dtype=like.dtype, device=like.device)
+    f = torch.as_tensor(np.asarray(o.triangles).astype(np.int64), device=like.device)
+    c = None
+    if o.has_vertex_colors():
+        c = torch.as_tensor(np.asarray(o.vertex_colors), dtype=like.dtype, device=like.device).clamp(0, 1)
+    return Mesh(v, f, c)
+
+
+def decimate_mesh(mesh: Mesh, target_faces: int) -> Mesh:
+    """Quadric edge-collapse decimation (Open3D) down to about ``target_faces`` triangles; colours kept.
+
+    A mesh already within the budget is returned unchanged.
+    """
+    if int(target_faces) != target_faces or target_faces < 1:
+        raise ValueError(f"target_faces must be a positive integer, got {target_faces}")
+    if mesh.num_faces <= target_faces:
+        return mesh
+    o = mesh_to_open3d(mesh).simplify_quadric_decimation(target_number_of_triangles=int(target_faces))
+    o.remove_unreferenced_vertices()
+    return mesh_from_open3d(o, mesh.vertices)
+
+
+def poisson_mesh(
+    mesh: Mesh,
+    depth: int = 9,
+    density_quantile: float = 0.02,
+    scale: float = 1.1,
+    linear_fit: bool = False,
+) -> Mesh:
+    """Screened Poisson surface reconstruction (Open3D) from the mesh's vertices and camera-facing normals.
+
+    Args:
+        mesh: source mesh (its vertices, colours and area-weighted normals are the oriented point samples).
+        depth: octree depth (resolution 2**depth across the bounding cube).
+        density_quantile: drop output vertices whose sample density is below this quantile (0 keeps all);
+            removes the membranes Poisson spans over regions without samples.
+        scale, linear_fit: passed to ``create_from_point_cloud_poisson``.
+    Returns:
+        the reconstructed :class:`Mesh`, triangles re-wound to face the camera.
+    """
+    import open3d as o3d
+
+    if not 0.0 <= density_quantile < 1.0:
+        raise ValueError(f"density_quantile must be in [0, 1), got {density_quantile}")
+    normals = vertex_normals(mesh)
+    keep = normals.norm(dim=1) > 0
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(mesh.vertices[keep].detach().cpu().double().numpy()))
+    pcd.normals = o3d.utility.Vector3dVector(normals[keep].detach().cpu().double().numpy())
+    if mesh.colours is not None:
+        pcd.colors = o3d.utility.Vector3dVector(mesh.colours[keep].detach().cpu().double().numpy())
+    o, dens = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
+        pcd, depth=int(depth), scale=float(scale), linear_fit=bool(linear_fit)
+    )
+    if density_quantile > 0:
+        dens = np.asarray(dens)
+        o.remove_vertices_by_mask(dens < np.quantile(dens, density_quantile))
+    out = mesh_from_open3d(o, mesh.vertices)
+    return _face_camera(out)
+
+
+def _face_camera(mesh: Mesh) -> Mesh:
+    """Flip triangles whose normal points away from the origin."""
+    p = mesh.vertices[mesh.faces]
+    n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    away = (n * p.mean(dim=1)).sum(-1) > 0
+    faces = torch.where(away[:, None], mesh.faces[:, [0, 2, 1]], mesh.faces)
+    return replace(mesh, faces=faces)

@@ -1,0 +1,195 @@
+"""Metric scale for an ERP distance map: from the camera's height above the floor, a given factor, or relative.
+
+Predicted distances have an unknown global scale. Three ways to fix it, decided by the arguments of
+:func:`metric_scale`:
+
+* ``camera_height`` (metres from the camera to the floor, indoor scenes): the floor plane is fitted by RANSAC
+  (pure torch, randomness only from the given ``torch.Generator``) to the points seen at least
+  ``min_depression_deg`` below the horizon, among planes whose normal is within ``max_tilt_deg`` of the
+  vertical (the panorama is assumed levelled, OpenCV y down), then refined by least squares on its inliers;
+  factor = camera_height / (the plane's distance from the camera);
+* ``factor``: multiply distances by it (the result is then in the units the caller says);
+* neither: ``relative="median"`` makes the median valid distance 1 and says the result is not metric;
+  ``relative="keep"`` leaves the distances as they are (e.g. an earlier run's output, already scaled).
+
+The returned ``info`` dict is meant for meta.json.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..geometry.spherical import erp_directions
+from .mesh import check_distance_map
+
+__all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "fit_floor_plane", "metric_scale"]
+
+
+class FloorNotFoundError(ValueError):
+    """No floor plane could be found for the camera-height scale."""
+
+
+@dataclass(frozen=True)
+class FloorPlane:
+    """A plane ``normal . x = height`` (camera at the origin, OpenCV axes, normal pointing down: +y).
+
+    Attributes:
+        normal: [3] unit normal.
+        height: distance from the camera to the plane (same units as the input distances).
+        inlier_fraction: fraction of the candidate points within the tolerance of the plane.
+        tilt_deg: angle between the normal and the vertical.
+        num_candidates: points seen below ``min_depression_deg``.
+    """
+
+    normal: Tensor
+    height: float
+    inlier_fraction: float
+    tilt_deg: float
+    num_candidates: int
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    """``factor`` multiplies distances; ``info`` describes how it was found (for meta.json)."""
+
+    factor: float
+    info: dict = field(default_factory=dict)
+
+
+def _plane_through(p: Tensor) -> tuple[Tensor, Tensor]:
+    """Planes through point triples [K, 3, 3] -> unit normals [K, 3] (y >= 0) and offsets [K] (n . x = offset)."""
+    n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    n = torch.nn.functional.normalize(n, dim=-1)
+    n = torch.where(n[:, 1:2] < 0, -n, n)
+    return n, (n * p[:, 0]).sum(-1)
+
+
+def fit_floor_plane(
+    distance: Tensor,
+    *,
+    min_depression_deg: float = 30.0,
+    max_tilt_deg: float = 10.0,
+    inlier_tolerance: float = 0.02,
+    num_hypotheses: int = 512,
+    max_points: int = 20000,
+    min_inlier_fraction: float = 0.2,
+    generator: torch.Generator | None = None,
+) -> FloorPlane:
+    """Fit the floor plane below the camera.
+
+    Args:
+        distance: [H, W] ERP distance map (invalid pixels ignored).
+        min_depression_deg: use pixels at least this far below the horizon (latitude <= -value).
+        max_tilt_deg: accept planes whose normal is within this angle of the vertical.
+        inlier_tolerance: inlier band half-width, as a fraction of the median candidate distance.
+        num_hypotheses: RANSAC plane hypotheses (point triples).
+        max_points: candidates are randomly subsampled to at most this many.
+        min_inlier_fraction: fail when the best plane explains fewer candidates than this.
+        generator: torch.Generator for the sampling (default: a new one seeded with 0).
+    Raises:
+        FloorNotFoundError: too few candidates, or no plane satisfies the constraints.
+    """
+    valid = check_distance_map(distance)
+    H, W = distance.shape
+    dirs = erp_directions(H, W, distance.device, distance.dtype)
+    lat_limit = -math.radians(min_depression_deg)
+    lat = (0.5 - (torch.arange(H, device=distance.device, dtype=distance.dtype) + 0.5) / H) * math.pi
+    cand = valid & (lat <= lat_limit)[:, None]
+    pts = dirs[cand] * distance[cand][:, None]
+    n_cand = int(pts.shape[0])
+    if n_cand < 3:
+        raise FloorNotFoundError(
+            f"only {n_cand} valid pixels lie {min_depression_deg} deg or more below the horizon; cannot fit a floor"
+        )
+    gen = generator if generator is not None else torch.Generator(device="cpu").manual_seed(0)
+    if n_cand > max_points:
+        pts = pts[torch.randperm(n_cand, generator=gen, device=gen.device)[:max_points].to(pts.device)]
+    tol = inlier_tolerance * float(pts.norm(dim=1).median())
+    idx = torch.randint(pts.shape[0], (num_hypotheses, 3), generator=gen, device=gen.device).to(pts.device)
+    normals, offsets = _plane_through(pts[idx])
+    ok = torch.isfinite(normals).all(-1) & (normals[:, 1] >= math.cos(math.radians(max_tilt_deg))) & (offsets > 0)
+    if not bool(ok.any()):
+        raise FloorNotFoundError(f"no near-horizontal plane (tilt <= {max_tilt_deg} deg) below the camera was found")
+    normals, offsets = normals[ok], offsets[ok]
+    counts = ((pts @ normals.T - offsets).abs() <= tol).sum(0)
+    best = int(counts.argmax())
+    normal, offset = normals[best], offsets[best]
+    for _ in range(2):  # least-squares refinement on the inliers
+        inl = pts[((pts @ normal) - offset).abs() <= tol]
+        if inl.shape[0] < 3:
+            break
+        centre = inl.mean(0)
+        normal = torch.linalg.svd(inl - centre, full_matrices=False).Vh[-1]
+        normal = -normal if normal[1] < 0 else normal
+        offset = (normal * centre).sum()
+    fraction = float((((pts @ normal) - offset).abs() <= tol).float().mean())
+    tilt = math.degrees(math.acos(min(1.0, float(normal[1]))))
+    if fraction < min_inlier_fraction or tilt > max_tilt_deg or not float(offset) > 0:
+        raise FloorNotFoundError(
+            f"best floor candidate explains {fraction:.1%} of the {n_cand} lower-hemisphere points (need "
+            f"{min_inlier_fraction:.0%}), tilt {tilt:.1f} deg (max {max_tilt_deg}); no reliable floor"
+        )
+    return FloorPlane(normal, float(offset), fraction, tilt, n_cand)
+
+
+def metric_scale(
+    distance: Tensor,
+    *,
+    camera_height: float | None = None,
+    factor: float | None = None,
+    floor: dict | None = None,
+    relative: str = "median",
+    generator: torch.Generator | None = None,
+) -> ScaleResult:
+    """Find the factor that turns ``distance`` into metres (or into relative units with median 1).
+
+    Args:
+        distance: [H, W] ERP distance map.
+        camera_height: metres from the camera down to the floor (indoor scenes).
+        factor: a known factor (the caller's units).
+        floor: keyword options for :func:`fit_floor_plane` (tolerances etc.).
+        relative: without camera_height and factor: "median" (median distance 1) or "keep" (factor 1).
+        generator: torch.Generator for the floor RANSAC.
+    Returns:
+        :class:`ScaleResult`; multiply distances by ``factor``.
+    Raises:
+        ValueError: both or invalid values given; FloorNotFoundError: no floor for ``camera_height``.
+    """
+    valid = check_distance_map(distance)
+    if camera_height is not None and factor is not None:
+        raise ValueError("give scale.camera_height or scale.factor, not both")
+    if camera_height is not None:
+        if not (math.isfinite(camera_height) and camera_height > 0):
+            raise ValueError(f"scale.camera_height must be a positive number of metres, got {camera_height}")
+        plane = fit_floor_plane(distance, generator=generator, **(floor or {}))
+        f = camera_height / plane.height
+        return ScaleResult(f, {
+            "units": "metres",
+            "method": "camera_height",
+            "factor": f,
+            "camera_height_m": camera_height,
+            "floor_distance_before_scaling": plane.height,
+            "floor_inlier_fraction": plane.inlier_fraction,
+            "floor_tilt_deg": plane.tilt_deg,
+        })
+    if factor is not None:
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"scale.factor must be a positive finite number, got {factor}")
+        return ScaleResult(float(factor), {"units": "given factor", "method": "factor", "factor": float(factor)})
+    if relative == "keep":
+        return ScaleResult(1.0, {"units": "unchanged", "method": "keep", "factor": 1.0,
+                                 "note": "distances kept as given (no camera_height or factor)"})
+    if relative != "median":
+        raise ValueError(f"scale.relative must be 'median' or 'keep', got {relative!r}")
+    median = float(distance[valid].median())
+    return ScaleResult(1.0 / median, {
+        "units": "relative",
+        "method": "median",
+        "factor": 1.0 / median,
+        "note": "not metric: distances are divided by their median (median = 1); set scale.camera_height or "
+        "scale.factor for metric output",
+    })

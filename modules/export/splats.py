@@ -1,0 +1,210 @@
+"""Gaussian splats from an ERP distance map, written as a PLY in the standard 3D Gaussian Splatting layout.
+
+One flat splat per (subsampled) valid pixel, a disc facing the camera:
+
+* centre: the pixel's ray times its distance (OpenCV axes unless ``axes="gltf"``, see mesh_io);
+* rotation: ``R = Ry(lon) Rx(lat)``, whose columns are the pixel's local east, down and ray directions, so the
+  splat's third axis (the thin one) lies along the ray; quaternion stored w first, as the reference 3DGS code's
+  ``build_rotation`` reads ``rot_0..3``;
+* scales (stored as natural log): east ``d * 2pi/W * stride * cos(lat)``, down ``d * pi/H * stride`` (the
+  pixel's footprint at its distance) times ``footprint_scale``; thickness ``thickness_ratio`` times the smaller;
+* colour: degree-0 spherical harmonic ``f_dc = (rgb - 0.5) / C0`` with ``C0 = 0.28209479177387814``; the
+  ``f_rest_*`` coefficients (45 for SH degree 3) are zero;
+* opacity (stored as logit): ``min_opacity + (max_opacity - min_opacity) * confidence``, or ``max_opacity``
+  without a confidence map;
+* ``nx ny nz``: the disc's normal, towards the camera (3DGS viewers ignore it).
+
+Properties, all float32, binary little endian, in this order: x y z nx ny nz f_dc_0..2 f_rest_0..44 opacity
+scale_0..2 rot_0..3.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from plyfile import PlyData
+from torch import Tensor
+
+from ..geometry.spherical import erp_lonlat_grid, lonlat_to_direction
+from .atomic import atomic_path
+from .mesh import check_distance_map, valid_distance_mask
+
+__all__ = [
+    "SH_C0",
+    "Splats",
+    "erp_splats",
+    "quaternion_to_matrix",
+    "splat_ply_properties",
+    "write_splats_ply",
+    "read_splats_ply",
+]
+
+SH_C0 = 0.28209479177387814
+
+
+@dataclass(frozen=True)
+class Splats:
+    """Gaussian splats (activated values, not the PLY's stored logit / log).
+
+    Attributes:
+        means: [N, 3] centres.
+        normals: [N, 3] unit disc normals (towards the camera).
+        colours: [N, 3] RGB in [0, 1].
+        opacities: [N] in (0, 1).
+        scales: [N, 3] standard deviations along the rotation's columns.
+        quats: [N, 4] unit quaternions (w, x, y, z), rotation from splat to world.
+    """
+
+    means: Tensor
+    normals: Tensor
+    colours: Tensor
+    opacities: Tensor
+    scales: Tensor
+    quats: Tensor
+
+    @property
+    def num_splats(self) -> int:
+        return int(self.means.shape[0])
+
+
+def quaternion_to_matrix(q: Tensor) -> Tensor:
+    """Unit quaternions [..., 4] (w, x, y, z) -> rotation matrices [..., 3, 3]."""
+    q = torch.nn.functional.normalize(q, dim=-1)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack(
+        (
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ),
+        dim=-1,
+    ).reshape(*q.shape[:-1], 3, 3)
+
+
+def _camera_facing_quaternion(lon: Tensor, lat: Tensor) -> Tensor:
+    """Quaternion (w, x, y, z) of ``Ry(lon) Rx(lat)``: [...] -> [..., 4]."""
+    cy, sy = torch.cos(lon / 2), torch.sin(lon / 2)
+    cx, sx = torch.cos(lat / 2), torch.sin(lat / 2)
+    return torch.stack((cy * cx, cy * sx, sy * cx, -sy * sx), dim=-1)
+
+
+def erp_splats(
+    distance: Tensor,
+    rgb: Tensor,
+    confidence: Tensor | None = None,
+    *,
+    stride: int = 1,
+    footprint_scale: float = 0.5,
+    thickness_ratio: float = 0.05,
+    min_opacity: float = 0.1,
+    max_opacity: float = 0.95,
+    axes: str = "opencv",
+) -> Splats:
+    """One camera-facing flat Gaussian per (subsampled) valid pixel.
+
+    Args:
+        distance: [H, W] distance along each ray; NaN / inf / <= 0 pixels are dropped.
+        rgb: [3, H, W] colours in [0, 1].
+        confidence: optional [H, W] in [0, 1] (NaN counts as 0) mapped linearly to opacity.
+        stride: keep every ``stride``-th row and column.
+        footprint_scale: standard deviation as a fraction of the (strided) pixel footprint.
+        thickness_ratio: thin-axis scale relative to the smaller in-plane scale (0 < ratio <= 1).
+        min_opacity, max_opacity: opacity at confidence 0 and 1 (0 < min <= max < 1).
+        axes: "opencv" (project frame) or "gltf" ((x, -y, -z): Y up).
+    Returns:
+        :class:`Splats` on ``distance``'s device and dtype.
+    """
+    check_distance_map(distance)
+    H, W = distance.shape
+    if rgb.ndim != 3 or rgb.shape[0] != 3 or tuple(rgb.shape[1:]) != (H, W):
+        raise ValueError(f"rgb must be [3, {H}, {W}], got {tuple(rgb.shape)}")
+    if confidence is not None and tuple(confidence.shape) != (H, W):
+        raise ValueError(f"confidence must be [{H}, {W}], got {tuple(confidence.shape)}")
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    if not (0.0 < min_opacity <= max_opacity < 1.0):
+        raise ValueError(f"need 0 < min_opacity <= max_opacity < 1, got {min_opacity}, {max_opacity}")
+    if not (0.0 < thickness_ratio <= 1.0) or not footprint_scale > 0:
+        raise ValueError(
+            f"need 0 < thickness_ratio <= 1 and footprint_scale > 0, got {thickness_ratio}, {footprint_scale}"
+        )
+    if axes not in ("opencv", "gltf"):
+        raise ValueError(f"unknown axes {axes!r}; expected 'opencv' or 'gltf'")
+
+    s = (slice(None, None, stride), slice(None, None, stride))
+    lon, lat = (t[s] for t in erp_lonlat_grid(H, W, distance.device, distance.dtype))
+    d = distance[s]
+    valid = valid_distance_mask(d)
+    lon, lat, d = lon[valid], lat[valid], d[valid]
+    ray = lonlat_to_direction(lon, lat)
+    east = d * (2 * math.pi / W) * stride * torch.cos(lat) * footprint_scale
+    down = d * (math.pi / H) * stride * torch.ones_like(lat) * footprint_scale
+    scales = torch.stack((east, down, thickness_ratio * torch.minimum(east, down)), dim=-1)
+    if confidence is None:
+        opacities = torch.full_like(d, max_opacity)
+    else:
+        c = torch.nan_to_num(confidence[s][valid].to(d.dtype), nan=0.0).clamp(0, 1)
+        opacities = min_opacity + (max_opacity - min_opacity) * c
+    quats = _camera_facing_quaternion(lon, lat)
+    means, normals = ray * d[:, None], -ray
+    if axes == "gltf":
+        flip = torch.tensor([1.0, -1.0, -1.0], dtype=d.dtype, device=d.device)
+        means, normals = means * flip, normals * flip
+        w, x, y, z = quats.unbind(-1)  # left-multiply by the 180 deg x rotation (0, 1, 0, 0)
+        quats = torch.stack((-x, w, -z, y), dim=-1)
+    colours = rgb[:, s[0], s[1]].permute(1, 2, 0)[valid].to(d.dtype).clamp(0, 1)
+    return Splats(means, normals, colours, opacities, scales, quats)
+
+
+def splat_ply_properties(sh_degree: int = 3) -> list[str]:
+    """Property names of a 3DGS PLY in file order."""
+    n_rest = 3 * ((sh_degree + 1) ** 2 - 1)
+    return (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(n_rest)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    )
+
+
+def write_splats_ply(path: str | os.PathLike, splats: Splats, sh_degree: int = 3) -> Path:
+    """Write splats as a binary little-endian 3DGS PLY (float32; opacity as logit, scales as log)."""
+    path = Path(path)
+    if splats.num_splats == 0:
+        raise ValueError(f"{path}: refusing to write an empty splat file")
+    if int(sh_degree) != sh_degree or not 0 <= sh_degree <= 3:
+        raise ValueError(f"sh_degree must be 0, 1, 2 or 3, got {sh_degree}")
+    eps = 1e-6
+    op = splats.opacities.detach().double().clamp(eps, 1 - eps)
+    columns = [
+        splats.means.detach().double(),
+        splats.normals.detach().double(),
+        (splats.colours.detach().double() - 0.5) / SH_C0,
+        torch.zeros(splats.num_splats, 3 * ((sh_degree + 1) ** 2 - 1), dtype=torch.float64, device=op.device),
+        torch.log(op / (1 - op))[:, None],
+        torch.log(splats.scales.detach().double().clamp_min(1e-30)),
+        torch.nn.functional.normalize(splats.quats.detach().double(), dim=-1),
+    ]
+    values = torch.cat([c.to(op.device) for c in columns], dim=1).cpu().numpy().astype(np.float32)
+    names = splat_ply_properties(sh_degree)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{path}: splat attributes contain non-finite values")
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(values)}"]
+    header += [f"property float {n}" for n in names] + ["end_header"]
+    body = np.ascontiguousarray(values, dtype="<f4").tobytes()  # rows of float32 = the PLY's vertex records
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(("\n".join(header) + "\n").encode("ascii") + body)
+    return path
+
+
+def read_splats_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a 3DGS PLY back: {property name: [N] float32}, in file order (dict order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such splat PLY")
+    vertex = PlyData.read(str(path))["vertex"]
+    return {p.name: np.asarray(vertex[p.name]) for p in vertex.properties}

@@ -1,0 +1,56 @@
+"""Point clouds: invalid pixels dropped, outlier removal, voxel downsampling, normals, PLY read-back."""
+
+import numpy as np
+import pytest
+import torch
+
+from modules.export.mesh_io import read_ply
+from modules.export.pointcloud import erp_points, process_point_cloud, write_point_cloud_ply
+
+H, W = 24, 48
+
+
+def test_erp_points_drop_invalid():
+    d = torch.full((H, W), 2.0)
+    d[0, :5] = float("nan")
+    d[3, 3] = -1.0
+    d[4, 4] = float("inf")
+    pts, cols = erp_points(d, torch.rand(3, H, W))
+    assert pts.shape == (H * W - 7, 3) and cols.shape == pts.shape
+    assert torch.allclose(pts.norm(dim=1), torch.tensor(2.0))
+
+
+def test_outliers_voxels_and_normals():
+    g = torch.Generator().manual_seed(0)
+    pts, cols = erp_points(torch.full((H, W), 2.0), torch.rand(3, H, W, generator=g))
+    outliers = torch.tensor([[9.0, 9.0, 9.0], [-8.0, 7.0, 9.0], [0.0, 9.0, -9.0]])
+    allp = torch.cat((pts, outliers))
+    allc = torch.cat((cols, torch.zeros(3, 3)))
+    p, c, n = process_point_cloud(allp, allc, sor_neighbors=10, sor_std_ratio=2.0, normals=True)
+    assert float(p.norm(dim=1).max()) < 2.01  # the three far points are gone
+    assert p.shape[0] >= pts.shape[0] * 0.95 and c.shape == p.shape and n.shape == p.shape
+    assert torch.allclose(n.norm(dim=1), torch.tensor(1.0, dtype=n.dtype), atol=1e-4)
+    radial = (n * p).sum(1) / p.norm(dim=1)
+    assert float(radial.max()) < -0.9  # normals of a sphere seen from inside point at the camera
+    p2, c2, n2 = process_point_cloud(pts, cols, sor_neighbors=None, voxel_size=0.5, normals=False)
+    assert 0 < p2.shape[0] < pts.shape[0] / 3 and n2 is None and c2.shape == p2.shape
+    keep, _, _ = process_point_cloud(pts, None, sor_neighbors=None, normals=False)
+    assert torch.equal(keep, pts)
+    with pytest.raises(ValueError, match="voxel_size"):
+        process_point_cloud(pts, None, voxel_size=0.0)
+
+
+def test_ply_with_normals_reads_back(tmp_path):
+    pts, cols = erp_points(torch.full((H, W), 1.0), torch.rand(3, H, W))
+    p, c, n = process_point_cloud(pts, cols, sor_neighbors=None)
+    write_point_cloud_ply(tmp_path / "points.ply", p, c, n)
+    info = read_ply(tmp_path / "points.ply")
+    assert info["elements"] == {"vertex": p.shape[0]}
+    assert info["properties"]["vertex"] == ["x", "y", "z", "nx", "ny", "nz", "red", "green", "blue"]
+    v = info["data"]["vertex"]
+    assert np.allclose(np.stack([v["nx"], v["ny"], v["nz"]], 1), n.numpy(), atol=1e-6)
+    write_point_cloud_ply(tmp_path / "plain.ply", p)  # the original two-argument call still works
+    assert read_ply(tmp_path / "plain.ply")["properties"]["vertex"] == ["x", "y", "z"]
+    with pytest.raises(ValueError, match="empty"):
+        write_point_cloud_ply(tmp_path / "empty.ply", p[:0])
+    assert not (tmp_path / "empty.ply").exists()
