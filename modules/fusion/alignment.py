@@ -92,7 +92,7 @@ class GlobalAffineAlignment(Alignment):
 
     def __init__(
         self,
-        sample_height: int = 256,
+        sample_height: int = 128,
         irls_iterations: int = 6,
         huber_k: float = 1.345,
         ridge: float = 1e-9,

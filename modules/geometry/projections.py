@@ -18,7 +18,7 @@ class TangentProjection:
 
     name = "tangent"
 
-    def __init__(self, face_size: int = 512, padding_factor: float = 1.3):
+    def __init__(self, face_size: int = 512, padding_factor: float = 1.7):
         if face_size < 8:
             raise ValueError(f"face_size must be at least 8 pixels, got {face_size}")
         self.face_size = int(face_size)
@@ -40,7 +40,7 @@ class IcosahedronProjection(TangentProjection):
 
     name = "icosahedron"
 
-    def __init__(self, level: int = 0, face_size: int = 512, padding_factor: float = 1.3):
+    def __init__(self, level: int = 0, face_size: int = 512, padding_factor: float = 1.7):
         super().__init__(face_size, padding_factor)
         if level not in (0, 1, 2):
             raise ValueError(f"icosahedron level must be 0, 1 or 2, got {level}")
