@@ -96,16 +96,18 @@ def test_a_face_with_inverted_disparity_is_dropped_or_outvoted(room_scene):
 
 def test_overlap_pairs_are_all_pairs_of_faces_on_a_pixel():
     cams = IcosahedronProjection(0, 16, 1.3).cameras()
-    s = erp_face_samples(cams, 16, 32)
+    s = erp_face_samples(cams, 16, 32).sorted_by_pixel()
     a, b = overlap_pairs(s)
     assert (s.erp_index[a] == s.erp_index[b]).all() and (a < b).all()
     k = s.coverage().flatten()
     assert len(a) == int((k * (k - 1) // 2).sum())
+    with pytest.raises(ValueError, match="sorted by pixel"):
+        overlap_pairs(erp_face_samples(cams, 16, 32))  # face-major order is refused, not silently mis-paired
 
 
 def test_confidence_is_low_where_faces_disagree(room_scene):
-    good = run_pipeline(room_scene, AFFINE, GlobalAffineAlignment(), face_size=64)
-    bad = run_pipeline(room_scene, WARPED, PerFaceMedianAlignment(), face_size=64)
+    good = run_pipeline(room_scene, AFFINE, GlobalAffineAlignment())
+    bad = run_pipeline(room_scene, WARPED, PerFaceMedianAlignment())
     assert good.confidence.mean() > 0.9
     assert bad.confidence.mean() < good.confidence.mean() - 0.2
     assert (good.confidence >= 0).all() and (good.confidence <= 1).all()

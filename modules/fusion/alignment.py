@@ -54,6 +54,8 @@ def overlap_pairs(samples: FaceSamples) -> tuple[Tensor, Tensor]:
     """
     idx = samples.erp_index
     n = idx.numel()
+    if n > 1 and not bool((idx[1:] >= idx[:-1]).all()):
+        raise ValueError("overlap_pairs needs samples sorted by pixel (FaceSamples.sorted_by_pixel())")
     firsts, seconds = [], []
     j = 1
     while j < n:
@@ -92,13 +94,12 @@ class GlobalAffineAlignment(Alignment):
 
     def __init__(
         self,
-        sample_height: int = 128,
+        sample_height: int = 64,
         irls_iterations: int = 6,
         huber_k: float = 1.345,
         ridge: float = 1e-9,
         min_scale: float = 1e-3,
         weight_power: float = 1.0,
-        shift_prior: float = 0.0,
     ):
         if sample_height < 8:
             raise ValueError(f"sample_height must be >= 8, got {sample_height}")
@@ -110,7 +111,6 @@ class GlobalAffineAlignment(Alignment):
         self.ridge = float(ridge)
         self.min_scale = float(min_scale)
         self.weight_power = float(weight_power)
-        self.shift_prior = float(shift_prior)
         self._cache: dict = {}
 
     def describe(self) -> dict:
@@ -121,76 +121,74 @@ class GlobalAffineAlignment(Alignment):
             "huber_k": self.huber_k,
         }
 
-    def _samples(self, pred: FacePredictions) -> tuple[FaceSamples, Tensor, Tensor]:
+    def _samples(self, pred: FacePredictions) -> tuple[FaceSamples, Tensor, Tensor, Tensor, Tensor]:
+        """Overlap samples and pairs at ``sample_height`` (cached per camera set): samples (pixel-major), first,
+        second [M], the pair's face-pair type [M] and, per type, the (row, col) of its 4 x 4 normal-matrix block."""
         cams = pred.cameras
         key = (cams.R_world_from_face.data_ptr(), cams.num_faces, cams.size, str(pred.disparity.device))
         if key not in self._cache:
             cams64 = cams.to(pred.disparity.device, torch.float64)
             samples = erp_face_samples(cams64, self.sample_height, 2 * self.sample_height, self.weight_power)
+            samples = samples.sorted_by_pixel()
             first, second = overlap_pairs(samples)
-            self._cache = {key: (samples, first, second)}
+            fa, fb = samples.face_index[first], samples.face_index[second]
+            types, pair_type = torch.unique(fa * cams.num_faces + fb, return_inverse=True)
+            ta, tb = types // cams.num_faces, types % cams.num_faces
+            cols = torch.stack((2 * ta, 2 * ta + 1, 2 * tb, 2 * tb + 1), 1)  # [T, 4] unknowns of each type
+            block_rows = cols[:, :, None].expand(-1, 4, 4).reshape(-1)
+            block_cols = cols[:, None, :].expand(-1, 4, 4).reshape(-1)
+            self._cache = {key: (samples, first, second, pair_type, (block_rows, block_cols, len(types)))}
         return self._cache[key]
 
     def solve(self, pred: FacePredictions) -> tuple[Tensor, Tensor, Tensor, dict]:
         """Returns scale [F], shift [F], keep [F] bool (float64 / bool) and a report."""
-        samples, first, second = self._samples(pred)
+        samples, a, b, pair_type, (block_rows, block_cols, num_types) = self._samples(pred)
         Fn = pred.cameras.num_faces
-        values = sample_faces(
-            torch.stack((pred.disparity, pred.confidence), 1).double(), samples.face_index, samples.face_xy
-        )
+        values = sample_faces(torch.stack((pred.disparity, pred.confidence), 1).double(), samples)
         disp, conf = values[:, 0], values[:, 1].clamp(0, 1)
-        c = samples.cos_axis
+        c, face = samples.cos_axis, samples.face_index
+        dev = c.device
         # the pixel's solid angle: ERP rows near the poles are oversampled
         H = samples.height
-        solid = erp_pixel_solid_angle(H, 2 * H, dtype=torch.float64, device=c.device)[:, 0]
+        solid = erp_pixel_solid_angle(H, 2 * H, dtype=torch.float64, device=dev)[:, 0]
         row = torch.div(samples.erp_index, 2 * H, rounding_mode="floor")
         w_sample = samples.weight * conf
-        a, b = first, second
-        fa, fb = samples.face_index[a], samples.face_index[b]
+        fa, fb = face[a], face[b]
         w_pair = torch.sqrt(w_sample[a] * w_sample[b]) * solid[row[a]] / solid.max()
-        # row coefficients for (s_fa, t_fa, s_fb, t_fb)
+        # each pair's row of the design matrix over (s_fa, t_fa, s_fb, t_fb)
         coef = torch.stack((c[a] * disp[a], c[a], -c[b] * disp[b], -c[b]), 1)  # [M, 4]
-        cols = torch.stack((2 * fa, 2 * fa + 1, 2 * fb, 2 * fb + 1), 1)  # [M, 4]
         finite = torch.isfinite(coef).all(1)
-        keep = torch.ones(Fn, dtype=torch.bool, device=c.device)
-        x = torch.zeros(2 * Fn, dtype=torch.float64, device=c.device)
+        coef = torch.where(finite[:, None], coef, torch.zeros_like(coef))
+        outer = (coef[:, :, None] * coef[:, None, :]).reshape(-1, 16)  # [M, 16], reused every iteration
+        keep = torch.ones(Fn, dtype=torch.bool, device=dev)
+        x = torch.zeros(2 * Fn, dtype=torch.float64, device=dev)
         x[0::2] = 1.0
         robust = torch.ones_like(w_pair)
+        sigma = None
         report: dict = {"pairs": int(a.numel()), "dropped_faces": []}
         for _attempt in range(Fn):
             for it in range(self.irls_iterations):
-                est_a = c[a] * (x[2 * fa] * disp[a] + x[2 * fa + 1])
-                est_b = c[b] * (x[2 * fb] * disp[b] + x[2 * fb + 1])
-                if it == 0:
-                    est_a, est_b = c[a] * disp[a], c[b] * disp[b]
-                m = 0.5 * (est_a.abs() + est_b.abs())
+                # current inverse distance of every sample (raw disparity on the first pass: only its scale matters)
+                est = c * disp if it == 0 else c * (x[2 * face] * disp + x[2 * face + 1])
+                ea, eb = est[a], est[b]
+                m = 0.5 * (ea.abs() + eb.abs())
                 use = finite & (m > 0) & keep[fa] & keep[fb]
-                rel = torch.where(use, (est_a - est_b) / m.clamp_min(1e-30), torch.zeros_like(m))
+                rel = torch.where(use, (ea - eb) / m.clamp_min(1e-30), torch.zeros_like(m))
                 if it > 0:
                     sigma = 1.4826 * rel[use].abs().median().clamp_min(1e-12)
                     t = self.huber_k * sigma
                     robust = torch.where(rel.abs() <= t, torch.ones_like(rel), t / rel.abs().clamp_min(1e-30))
                 w = torch.where(use, w_pair * robust / (m * m).clamp_min(1e-30), torch.zeros_like(m))
-                outer = coef[:, :, None] * coef[:, None, :] * w[:, None, None]  # [M, 4, 4]
-                flat = (cols[:, :, None] * (2 * Fn) + cols[:, None, :]).reshape(-1)
-                M = torch.zeros((2 * Fn) * (2 * Fn), dtype=torch.float64, device=c.device)
-                M.index_add_(0, flat, torch.nan_to_num(outer).reshape(-1))
-                M = M.view(2 * Fn, 2 * Fn)
-                if self.shift_prior > 0:
-                    # weak prior: each face's shift is small relative to its inverse distance (t_f / inv_f ~ 0)
-                    face_level = torch.zeros(Fn, dtype=torch.float64, device=c.device)
-                    face_level.index_add_(0, samples.face_index, (c * (x[2 * samples.face_index] * disp + x[2 * samples.face_index + 1])).abs() if it else (c * disp).abs())
-                    count = torch.bincount(samples.face_index, minlength=Fn).clamp_min(1)
-                    face_level = face_level / count
-                    prior = self.shift_prior * w.sum() / Fn / face_level.clamp_min(1e-30) ** 2
-                    idx_t = torch.arange(Fn, device=c.device) * 2 + 1
-                    M[idx_t, idx_t] += prior
+                blocks = torch.zeros(num_types, 16, dtype=torch.float64, device=dev)
+                blocks.index_add_(0, pair_type, outer * w[:, None])
+                M = torch.zeros(2 * Fn, 2 * Fn, dtype=torch.float64, device=dev)
+                M.index_put_((block_rows, block_cols), blocks.reshape(-1), accumulate=True)
                 # dropped faces: pin them (identity rows) so the system stays regular; their values are unused
                 dropped = (~keep).repeat_interleave(2)
                 M[dropped, :] = 0
                 M[:, dropped] = 0
                 M[dropped, dropped] = 1.0
-                gauge = torch.zeros(2 * Fn, dtype=torch.float64, device=c.device)
+                gauge = torch.zeros(2 * Fn, dtype=torch.float64, device=dev)
                 gauge[0::2] = keep.double()
                 x = _solve_gauged(M, gauge, self.ridge) * keep.double().sum()
                 report["iterations"] = it + 1
@@ -209,7 +207,7 @@ class GlobalAffineAlignment(Alignment):
         # the global scale is arbitrary: normalise the geometric mean of the kept scales to 1
         g = torch.exp(torch.log(scale[keep]).mean())
         scale, shift = scale / g, shift / g
-        report["robust_sigma"] = float(sigma) if self.irls_iterations > 1 else None
+        report["robust_sigma"] = None if sigma is None else float(sigma)
         report["scale"] = [round(v, 6) for v in scale.tolist()]
         report["shift"] = [round(v, 6) for v in shift.tolist()]
         return scale, shift, keep, report

@@ -84,29 +84,38 @@ class Blender:
     def blend(self, faces: AlignedFaces, height: int, width: int) -> tuple[Tensor, Tensor]:
         """Returns distance [H, W] (positive, finite) and confidence [H, W] in [0, 1]."""
         samples = self.samples(faces, height, width)
-        log_inv = torch.log(faces.inv_distance.clamp_min(torch.finfo(faces.inv_distance.dtype).tiny))
-        maps = torch.stack((log_inv, faces.inv_distance, faces.valid.to(log_inv.dtype), faces.confidence), 1)
-        vals = sample_faces(maps, samples.face_index, samples.face_xy)  # [N, 4]
-        # a sample counts only if all four face pixels around it are valid
-        ok = vals[:, 2] > 1.0 - 1e-6
-        w = torch.where(ok, samples.weight * vals[:, 3].clamp(0, 1).clamp_min(1e-3), torch.zeros_like(samples.weight))
+        inv = faces.inv_distance
+        q = faces.valid.to(inv.dtype) * faces.confidence.clamp(0, 1)  # how much each face pixel counts
+        log_inv = torch.log(torch.where(faces.valid, inv, torch.ones_like(inv)))
+        # premultiplied channels: bilinear sampling then acts as normalised convolution (invalid pixels drop out)
+        maps = torch.stack((q, q * inv, q * log_inv, q * log_inv * log_inv), 1)  # [F, 4, S, S]
+        vals = sample_faces(maps, samples) * samples.weight[:, None]  # [N, 4]
         P = height * width
-        idx = samples.erp_index
-
-        def wsum(x: Tensor) -> Tensor:
-            out = torch.zeros(P, dtype=x.dtype, device=x.device)
-            return out.index_add_(0, idx, x)
-
-        w_sum = wsum(w)
-        count = wsum(ok.to(w.dtype))
-        inv = wsum(w * vals[:, 1]) / w_sum.clamp_min(1e-30)
-        mean_log = wsum(w * vals[:, 0]) / w_sum.clamp_min(1e-30)
-        var_log = wsum(w * (vals[:, 0] - mean_log[idx]) ** 2) / w_sum.clamp_min(1e-30)
-        conf_pred = wsum(samples.weight * vals[:, 3] * ok) / wsum(samples.weight * ok).clamp_min(1e-30)
+        acc = torch.zeros(P, 4, dtype=vals.dtype, device=vals.device).index_add_(0, samples.erp_index, vals)
+        geo, seen_once = self._geometry_sums(samples)  # [P] border-weight sum, [P] pixels only one face sees
+        q_sum = acc[:, 0]
+        tiny = torch.finfo(q_sum.dtype).tiny
+        valid = q_sum > 1e-6 * geo.clamp_min(tiny)
+        inv_blend = acc[:, 1] / q_sum.clamp_min(tiny)
+        mean_log = acc[:, 2] / q_sum.clamp_min(tiny)
+        var_log = (acc[:, 3] / q_sum.clamp_min(tiny) - mean_log * mean_log).clamp_min(0)
         agreement = torch.exp(-var_log / (self.agreement_tau**2))
-        agreement = torch.where(count > 1.5, agreement, torch.full_like(agreement, self.single_face_confidence))
-        valid = (w_sum > 0) & torch.isfinite(inv) & (inv > 0)
-        confidence = torch.where(valid, agreement * conf_pred.clamp(0, 1), torch.zeros_like(agreement))
-        distance = torch.where(valid, 1.0 / inv.clamp_min(1e-30), torch.zeros_like(inv))
+        agreement = torch.where(seen_once, torch.full_like(agreement, self.single_face_confidence), agreement)
+        valid = valid & torch.isfinite(inv_blend) & (inv_blend > 0)
+        conf_pred = (q_sum / geo.clamp_min(tiny)).clamp(0, 1)
+        confidence = torch.where(valid, agreement * conf_pred, torch.zeros_like(agreement))
+        if not bool(valid.any()):
+            raise RuntimeError("blending produced no valid pixel: every face prediction was invalid")
+        distance = torch.where(valid, 1.0 / inv_blend.clamp_min(tiny), torch.zeros_like(inv_blend))
         distance = fill_holes(distance.view(height, width), valid.view(height, width), self.fill_iterations)
         return distance, confidence.view(height, width)
+
+    def _geometry_sums(self, samples: FaceSamples) -> tuple[Tensor, Tensor]:
+        """Per-pixel sums that depend only on the geometry (cached with the samples)."""
+        key = ("sums", id(samples))
+        if key not in self._cache:
+            P = samples.height * samples.width
+            w = torch.zeros(P, dtype=samples.weight.dtype, device=samples.weight.device)
+            w.index_add_(0, samples.erp_index, samples.weight)
+            self._cache[key] = (w, samples.coverage().view(-1) < 2)
+        return self._cache[key]

@@ -15,6 +15,7 @@ come from the inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -215,13 +216,16 @@ class FaceSamples:
     """Every (ERP pixel, face) pair where the face sees the pixel, i.e. its weight is positive.
 
     Attributes:
-        erp_index: [N] flat ERP pixel index ``v * W + u``, sorted ascending.
+        erp_index: [N] flat ERP pixel index ``v * W + u``.
         face_index: [N] face of each pair.
         face_xy: [N, 2] normalised plane coordinates (xn, yn) in (-1, 1) (grid_sample, align_corners=False).
         cos_axis: [N] cosine of the angle between the pixel's ray and the face's optical axis.
         weight: [N] blending weight, > 0.
         height, width: ERP size.
         num_faces: F.
+
+    :func:`erp_face_samples` returns them face-major (sorted by face, then pixel); :meth:`sorted_by_pixel` gives the
+    pixel-major order that pairing samples of one pixel needs.
     """
 
     erp_index: Tensor
@@ -239,6 +243,30 @@ class FaceSamples:
         count.index_add_(0, self.erp_index, torch.ones_like(self.erp_index))
         return count.view(self.height, self.width)
 
+    def sorted_by_pixel(self) -> "FaceSamples":
+        """The same samples ordered by ERP pixel (stable: faces ascending within a pixel)."""
+        order = torch.sort(self.erp_index * self.num_faces + self.face_index).indices
+        return FaceSamples(
+            self.erp_index[order], self.face_index[order], self.face_xy[order], self.cos_axis[order],
+            self.weight[order], self.height, self.width, self.num_faces,
+        )
+
+    @functools.cached_property
+    def _grid(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Samples grouped by face for one batched grid_sample: grid [F, 1, Nmax, 2], slot [N] (position of each
+        sample in the flattened [F, Nmax] layout)."""
+        face = self.face_index
+        order = torch.sort(face, stable=True).indices
+        counts = torch.bincount(face, minlength=self.num_faces)
+        starts = torch.cumsum(counts, 0) - counts
+        n_max = int(counts.max()) if face.numel() else 0
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(face.numel(), device=face.device)
+        slot = face * n_max + (rank - starts[face])
+        grid = torch.zeros(self.num_faces * n_max, 2, dtype=self.face_xy.dtype, device=face.device)
+        grid[slot] = self.face_xy
+        return grid.view(self.num_faces, 1, n_max, 2), slot, counts
+
 
 def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0) -> FaceSamples:
     """Find, for every ERP pixel centre, every face that sees it and where.
@@ -248,62 +276,51 @@ def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_po
         height, width: ERP size.
         weight_power: exponent of :func:`border_weight`.
     Returns:
-        :class:`FaceSamples` with N pairs (about the sum of the faces' solid angles over 4 pi times H W).
+        :class:`FaceSamples`, face-major, with N pairs (about the faces' total solid angle over 4 pi times H W).
     """
     R = cameras.R_world_from_face
     device, dtype = R.device, R.dtype
     dirs = erp_directions(height, width, device, dtype).reshape(-1, 3)  # [P, 3]
-    # camera coordinates R^T d of every pixel in every face: [P, F, 3]
-    cam = (dirs @ R.permute(1, 0, 2).reshape(3, -1)).view(-1, cameras.num_faces, 3)
-    # the square image is contained in the cone whose half angle reaches its corners
     t = cameras.tan_half_fov
-    cos_corner = 1.0 / torch.sqrt(1.0 + 2.0 * t * t)  # [F]
-    z = cam[..., 2]
-    pixel, face = torch.nonzero(z > cos_corner, as_tuple=True)
-    xyz = cam[pixel, face]  # [N, 3]
-    tf = t[face]
-    xn = xyz[:, 0] / xyz[:, 2] / tf
-    yn = xyz[:, 1] / xyz[:, 2] / tf
-    w = border_weight(xn, yn, weight_power)
-    keep = w > 0
+    faces, pixels, xs, ys, zs = [], [], [], [], []
+    for f in range(cameras.num_faces):  # one face at a time keeps memory at O(P), not O(P F)
+        cam = dirs @ R[f]  # [P, 3] = R^T d for every pixel
+        z = cam[:, 2]
+        x_lim = t[f] * z
+        inside = (z > 0) & (cam[:, 0].abs() < x_lim) & (cam[:, 1].abs() < x_lim)
+        idx = torch.nonzero(inside, as_tuple=True)[0]
+        c = cam[idx]
+        pixels.append(idx)
+        faces.append(torch.full_like(idx, f))
+        xs.append(c[:, 0] / (c[:, 2] * t[f]))
+        ys.append(c[:, 1] / (c[:, 2] * t[f]))
+        zs.append(c[:, 2])
+    xn, yn = torch.cat(xs), torch.cat(ys)
     return FaceSamples(
-        erp_index=pixel[keep],
-        face_index=face[keep],
-        face_xy=torch.stack((xn[keep], yn[keep]), dim=-1),
-        cos_axis=xyz[keep, 2],
-        weight=w[keep],
+        erp_index=torch.cat(pixels),
+        face_index=torch.cat(faces),
+        face_xy=torch.stack((xn, yn), dim=-1),
+        cos_axis=torch.cat(zs),
+        weight=border_weight(xn, yn, weight_power),
         height=height,
         width=width,
         num_faces=cameras.num_faces,
     )
 
 
-def sample_faces(face_maps: Tensor, face_index: Tensor, face_xy: Tensor) -> Tensor:
-    """Bilinear samples of face images at arbitrary points (edge pixels replicated).
+def sample_faces(face_maps: Tensor, samples: FaceSamples) -> Tensor:
+    """Bilinear samples of face images at every sample point (edge pixels replicated), one batched grid_sample.
 
     Args:
         face_maps: [F, C, S, S].
-        face_index: [N] face of each point.
-        face_xy: [N, 2] normalised plane coordinates (grid_sample convention, align_corners=False).
+        samples: the points (their faces and plane coordinates).
     Returns:
-        [N, C].
+        [N, C] in the samples' order.
     """
-    Fn, C, S, _ = face_maps.shape
-    px = (face_xy[:, 0] + 1.0) * (S / 2.0) - 0.5
-    py = (face_xy[:, 1] + 1.0) * (S / 2.0) - 0.5
-    x0f, y0f = torch.floor(px), torch.floor(py)
-    fx, fy = (px - x0f)[:, None], (py - y0f)[:, None]
-    x0 = x0f.long().clamp(0, S - 1)
-    y0 = y0f.long().clamp(0, S - 1)
-    x1 = (x0f.long() + 1).clamp(0, S - 1)
-    y1 = (y0f.long() + 1).clamp(0, S - 1)
-    flat = face_maps.permute(0, 2, 3, 1).reshape(Fn * S * S, C)
-    base = face_index * (S * S)
-    v00 = flat[base + y0 * S + x0]
-    v01 = flat[base + y0 * S + x1]
-    v10 = flat[base + y1 * S + x0]
-    v11 = flat[base + y1 * S + x1]
-    return (v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy
+    grid, slot, _ = samples._grid
+    Fn, C = face_maps.shape[:2]
+    out = F.grid_sample(face_maps, grid.to(face_maps.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    return out.view(Fn, C, -1).permute(0, 2, 1).reshape(-1, C)[slot]
 
 
 def faces_to_erp(face_maps: Tensor, samples: FaceSamples, extra_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -316,7 +333,7 @@ def faces_to_erp(face_maps: Tensor, samples: FaceSamples, extra_weight: Tensor |
     Returns:
         erp: [C, H, W] (0 where no weight), weight_sum: [H, W].
     """
-    values = sample_faces(face_maps, samples.face_index, samples.face_xy)  # [N, C]
+    values = sample_faces(face_maps, samples)  # [N, C]
     w = samples.weight if extra_weight is None else samples.weight * extra_weight
     P = samples.height * samples.width
     num = torch.zeros(P, values.shape[1], device=values.device, dtype=values.dtype)
