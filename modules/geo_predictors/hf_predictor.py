@@ -1,0 +1,394 @@
+"""Shared machinery of the transformers-based relative-depth predictors (MiDaS v3.1, Depth Anything V2).
+
+One model is built once per predictor (in ``__init__``), put on its device and kept there. ``predict`` takes all
+faces at once ([B, 3, h, w] float RGB in [0, 1], any device), runs them through the network in chunks of
+``batch_size`` under ``torch.inference_mode`` (and autocast for fp16/bf16), and returns relative disparity
+[B, h, w] float32 on the images' device, resized back to the face size.
+
+Each family module (``midas.py``, ``depth_anything.py``) holds the one variant table of that family: Hugging Face id,
+upstream file, licence, input size, resize rule, normalisation and the architecture used to build the model when
+the weights come as an upstream file (or are random, for tests and benchmarks).
+
+Weights (see :mod:`.weights`): a Hugging Face directory is loaded with ``from_pretrained``; an upstream file is
+renamed to Hub names (:mod:`.checkpoint_conversion`) and loaded through ``from_pretrained(state_dict=...)``; every
+model parameter must be present in the file, or loading fails. Random weights only with ``allow_random_weights``,
+seeded by ``random_seed`` and recorded in ``describe()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from ..geometry.tangent import TangentCameras
+from .base import DepthPredictor, resolve_device
+from .checkpoint_conversion import (
+    detect_upstream_kind,
+    is_hf_state_dict,
+    upstream_architecture,
+    upstream_to_hf,
+)
+from .errors import CheckpointFormatError, PredictorConfigError
+from .preprocessing import RESIZE_METHODS, network_input_size, prepare_network_input, resize_prediction
+from .weights import ResolvedWeights, WeightsSpec, load_state_dict_file, resolve_weights
+
+__all__ = ["HFDepthPredictor", "NetworkVariant", "PRECISIONS", "to_plain"]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class NetworkVariant:
+    """One row of a family's variant table.
+
+    ``architecture`` holds the transformers config values of the full-size model (top level, plus the backbone's
+    under ``"backbone_config"``); ``upstream_kind`` names the key mapping for the upstream file.
+    """
+
+    hf_id: str
+    upstream_file: str
+    upstream_url: str
+    upstream_kind: str
+    licence: str
+    input_size: int
+    keep_aspect_ratio: bool
+    resize_method: str
+    multiple_of: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    architecture: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.resize_method not in RESIZE_METHODS:
+            raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {self.resize_method!r}")
+
+
+def to_plain(obj: Any) -> Any:
+    """Mappings/sequences (e.g. OmegaConf containers from Hydra) -> plain dicts/lists, recursively."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_override_keys(config_cls: type, overrides: Mapping[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(config_cls)} | {"_attn_implementation"}
+    default = config_cls()
+    unknown = sorted(k for k in overrides if k not in known and not hasattr(default, k))
+    if unknown:
+        raise PredictorConfigError(f"model_overrides{where}: unknown key(s) {unknown} for {config_cls.__name__}")
+
+
+class HFDepthPredictor(DepthPredictor):
+    """Base of the MiDaS v3.1 and Depth Anything V2 predictors (module header).
+
+    Args:
+        variant: a key of the family's variant table.
+        weights: ``None`` (the variant's default), a Hugging Face id, a model directory or a state-dict file.
+        checkpoint_dir: the ``pre_checkpoints/`` directory searched for weights and used for downloads.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps``.
+        precision: ``fp32`` | ``fp16`` | ``bf16``; reduced precision runs under autocast on GPUs (bf16 also on CPU;
+            fp16 on CPU falls back to fp32 with a warning).
+        batch_size: faces per forward pass.
+        allow_download: fetch missing weights from the Hugging Face Hub when online.
+        allow_random_weights: build a random model when no weights are found (benchmarks and tests only).
+        random_seed: seed of that random initialisation.
+        model_overrides: values merged into the transformers config (``backbone_config:`` for the backbone), e.g. a
+            tiny architecture for tests. Keys are checked against the config classes.
+        input_size: network target size in pixels; ``None`` -> the variant's.
+        antialias: low-pass filter when shrinking faces to the network size.
+    """
+
+    family: ClassVar[str]
+    predictor_name: ClassVar[str]
+    model_type: ClassVar[str]
+    variants: ClassVar[Mapping[str, NetworkVariant]]
+    input_interpolation: ClassVar[str] = "bicubic"
+    output_interpolation: ClassVar[str]
+    output_align_corners: ClassVar[bool | None]
+
+    def __init__(
+        self,
+        variant: str,
+        weights: str | None = None,
+        checkpoint_dir: str = "pre_checkpoints",
+        device: str = "auto",
+        precision: str = "fp32",
+        batch_size: int = 4,
+        allow_download: bool = True,
+        allow_random_weights: bool = False,
+        random_seed: int = 0,
+        model_overrides: Mapping[str, Any] | None = None,
+        input_size: int | None = None,
+        antialias: bool = True,
+    ) -> None:
+        if variant not in self.variants:
+            raise PredictorConfigError(
+                f"{self.family}: unknown variant {variant!r}; choose one of {sorted(self.variants)}"
+            )
+        if precision not in PRECISIONS:
+            raise PredictorConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if int(batch_size) < 1:
+            raise PredictorConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if input_size is not None and int(input_size) < 1:
+            raise PredictorConfigError(f"input_size must be positive, got {input_size}")
+        self.variant_name = variant
+        self.variant = self.variants[variant]
+        self.batch_size = int(batch_size)
+        self.precision = precision
+        self.allow_random_weights = bool(allow_random_weights)
+        self.random_seed = int(random_seed)
+        self.model_overrides = to_plain(model_overrides or {})
+        self.input_size = int(input_size) if input_size is not None else self.variant.input_size
+        self.antialias = bool(antialias)
+        self._device = resolve_device(device)
+        self._autocast_dtype = self._effective_autocast_dtype()
+
+        spec = WeightsSpec(
+            predictor=self.predictor_name,
+            variant=variant,
+            family=self.family,
+            hf_id=self.variant.hf_id,
+            upstream_file=self.variant.upstream_file,
+            upstream_url=self.variant.upstream_url,
+        )
+        self.resolved_weights: ResolvedWeights = resolve_weights(
+            spec, weights, checkpoint_dir, bool(allow_download), self.allow_random_weights
+        )
+        model = self._load_model(self.resolved_weights)
+        model.eval().requires_grad_(False)
+        self.model = model.to(self._device)
+
+    # ------------------------------------------------------------------ family hooks
+    @classmethod
+    def _config_class(cls) -> type:
+        raise NotImplementedError
+
+    @classmethod
+    def _model_class(cls) -> type:
+        raise NotImplementedError
+
+    @classmethod
+    def _config_dict(cls, variant: NetworkVariant) -> dict[str, Any]:
+        """transformers config values of a variant (``backbone_config`` nested, with its ``model_type``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _config_architecture(cls, config: Any, kind: str) -> dict[str, object]:
+        """The same summary :func:`upstream_architecture` gives for a file, from a config."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ model building
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def _build_config(self, base: Mapping[str, Any]) -> Any:
+        from transformers import CONFIG_MAPPING
+
+        overrides = self.model_overrides
+        config_cls = self._config_class()
+        _check_override_keys(config_cls, {k: v for k, v in overrides.items() if k != "backbone_config"}, "")
+        merged = _deep_merge(base, overrides)
+        backbone = merged.get("backbone_config")
+        if isinstance(overrides.get("backbone_config"), Mapping) and isinstance(backbone, Mapping):
+            backbone_type = backbone.get("model_type")
+            if backbone_type not in CONFIG_MAPPING:
+                raise PredictorConfigError(f"model_overrides.backbone_config: unknown model_type {backbone_type!r}")
+            _check_override_keys(CONFIG_MAPPING[backbone_type], overrides["backbone_config"], ".backbone_config")
+        return config_cls.from_dict(merged)
+
+    def _check_backbone_type(self, config: Any, where: str) -> None:
+        expected = self._config_dict(self.variant).get("backbone_config", {}).get("model_type")
+        actual = getattr(getattr(config, "backbone_config", None), "model_type", None)
+        if getattr(config, "model_type", None) != self.model_type or (expected and actual != expected):
+            raise CheckpointFormatError(
+                f"{where} holds a {getattr(config, 'model_type', '?')}/{actual} model, but {self.family} variant "
+                f"'{self.variant_name}' is {self.model_type}/{expected}; pick the variant that matches the weights"
+            )
+
+    def _from_pretrained(self, where: str, source: Any, **kwargs: Any) -> tuple[torch.nn.Module, Mapping[str, Any]]:
+        """``from_pretrained`` in fp32 with its loading report; shape mismatches become a clear error."""
+        try:
+            return self._model_class().from_pretrained(source, dtype=torch.float32, output_loading_info=True, **kwargs)
+        except RuntimeError as err:
+            if "mismatched" not in str(err):
+                raise
+            raise CheckpointFormatError(
+                f"{where} does not fit {self.family} variant '{self.variant_name}': some parameters have other shapes "
+                f"(transformers' load report above lists them); pick the variant that matches the weights"
+            ) from err
+
+    def _from_state_dict(self, config: Any, state_dict: dict[str, Tensor], where: str) -> torch.nn.Module:
+        model, info = self._from_pretrained(where, None, config=config, state_dict=state_dict)
+        self._check_loading_info(info, where, strict_unexpected=True)
+        return model
+
+    def _check_loading_info(self, info: Mapping[str, Any], where: str, strict_unexpected: bool) -> None:
+        missing = sorted(info.get("missing_keys") or [])
+        unexpected = sorted(info.get("unexpected_keys") or [])
+        mismatched = list(info.get("mismatched_keys") or [])
+        if missing or mismatched or (strict_unexpected and unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+            if mismatched:
+                parts.append(f"{len(mismatched)} with wrong shapes (e.g. {mismatched[0]})")
+            if strict_unexpected and unexpected:
+                parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+            raise CheckpointFormatError(
+                f"{where} does not fit {self.family} variant '{self.variant_name}': parameters {'; '.join(parts)}"
+            )
+        if unexpected:
+            log.warning("%s: ignoring %d unused entries (e.g. %s)", where, len(unexpected), unexpected[0])
+
+    def _load_model(self, resolved: ResolvedWeights) -> torch.nn.Module:
+        if resolved.source == "random":
+            config = self._build_config(self._config_dict(self.variant))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.random_seed)
+                return self._model_class()(config)
+        if resolved.source == "hf_dir":
+            where = str(resolved.path)
+            base = self._config_class().from_pretrained(resolved.path, local_files_only=True)
+            config = self._build_config(base.to_dict()) if self.model_overrides else base
+            self._check_backbone_type(config, where)
+            model, info = self._from_pretrained(where, resolved.path, config=config, local_files_only=True)
+            self._check_loading_info(info, where, strict_unexpected=False)
+            return model
+        return self._load_state_dict_file(resolved)
+
+    def _load_state_dict_file(self, resolved: ResolvedWeights) -> torch.nn.Module:
+        where = str(resolved.path)
+        state_dict = load_state_dict_file(resolved.path)
+        config = self._build_config(self._config_dict(self.variant))
+        if is_hf_state_dict(state_dict):
+            return self._from_state_dict(config, state_dict, where)
+        kind = detect_upstream_kind(state_dict, source=where)
+        if kind != self.variant.upstream_kind:
+            raise CheckpointFormatError(
+                f"{where} is a {kind} checkpoint, but {self.family} variant '{self.variant_name}' needs "
+                f"{self.variant.upstream_kind} ({self.variant.upstream_file}); pick the variant that matches the file"
+            )
+        found = upstream_architecture(state_dict, kind)
+        expected = self._config_architecture(config, kind)
+        if found != expected:
+            raise CheckpointFormatError(
+                f"{where} holds a backbone of {found}, but {self.family} variant '{self.variant_name}' expects "
+                f"{expected}; pick the variant that matches the file"
+            )
+        return self._from_state_dict(config, upstream_to_hf(state_dict, kind, source=where), where)
+
+    # ------------------------------------------------------------------ inference
+    def _effective_autocast_dtype(self) -> torch.dtype | None:
+        dtype = PRECISIONS[self.precision]
+        if dtype == torch.float32:
+            return None
+        if self._device.type == "cpu" and dtype == torch.float16:
+            log.warning("%s: fp16 is not used on the CPU; running in fp32", self.family)
+            return None
+        return dtype
+
+    @property
+    def effective_precision(self) -> str:
+        return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self._autocast_dtype]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._device.type, dtype=self._autocast_dtype)
+
+    def network_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """Network input (H, W) for images of ``image_hw`` under this variant's resize rule."""
+        v = self.variant
+        return network_input_size(
+            image_hw, (self.input_size, self.input_size), v.keep_aspect_ratio, v.multiple_of, v.resize_method
+        )
+
+    def predict(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
+        """Relative disparity of each image.
+
+        Args:
+            images: [B, 3, h, w] float RGB in [0, 1], any device.
+            cameras: ignored (networks see only pixels).
+        Returns:
+            [B, h, w] float32 disparity on ``images.device``.
+        """
+        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"{self.family}: images must be a [B, 3, h, w] tensor, got {shape}")
+        if not images.is_floating_point():
+            raise ValueError(f"{self.family}: images must be float RGB in [0, 1], got dtype {images.dtype}")
+        batch, _, height, width = images.shape
+        if batch == 0:
+            return torch.empty(0, height, width, dtype=torch.float32, device=images.device)
+        net_hw = self.network_size((height, width))
+        v = self.variant
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, batch, self.batch_size):
+                chunk = images[start : start + self.batch_size].to(self._device, torch.float32, non_blocking=True)
+                x = prepare_network_input(chunk, net_hw, v.mean, v.std, self.input_interpolation, self.antialias)
+                with self._autocast():
+                    pred = self.model(pixel_values=x).predicted_depth
+                pred = resize_prediction(
+                    pred.float(), (height, width), self.output_interpolation, self.output_align_corners
+                )
+                chunks.append(pred.to(images.device))
+        # concatenating outside inference mode gives an ordinary tensor that later stages may use freely
+        return torch.cat(chunks, dim=0)
+
+    # ------------------------------------------------------------------ meta.json
+    def describe(self) -> dict[str, Any]:
+        v = self.variant
+        out: dict[str, Any] = {
+            "name": self.predictor_name,
+            "class": type(self).__name__,
+            "family": self.family,
+            "variant": self.variant_name,
+            "weights": self.resolved_weights.origin,
+            "weights_source": self.resolved_weights.source,
+            "weights_path": str(self.resolved_weights.path) if self.resolved_weights.path else None,
+            "hf_id": self.resolved_weights.repo_id or v.hf_id,
+            "licence": v.licence,
+            "input_size": self.input_size,
+            "keep_aspect_ratio": v.keep_aspect_ratio,
+            "resize_method": v.resize_method,
+            "multiple_of": v.multiple_of,
+            "normalization": {"mean": list(v.mean), "std": list(v.std)},
+            "input_interpolation": self.input_interpolation,
+            "output_interpolation": self.output_interpolation,
+            "antialias": self.antialias,
+            "device": str(self._device),
+            "precision": self.precision,
+            "precision_effective": self.effective_precision,
+            "batch_size": self.batch_size,
+            "random_weights": self.resolved_weights.source == "random",
+        }
+        if self.allow_random_weights:
+            out["allow_random_weights"] = True
+        if self.resolved_weights.source == "random":
+            out["random_seed"] = self.random_seed
+        if self.model_overrides:
+            out["model_overrides"] = copy.deepcopy(self.model_overrides)
+        return out
