@@ -20,6 +20,11 @@ from modules.errors import UserError
 #: mode name -> "module:function" (imported on use so that one mode's heavy imports do not slow the others)
 MODES: dict[str, str] = {
     "predict": "modules.modes.predict:run",
+    "equirect": "modules.modes.equirect:run",
+    "single_view": "modules.modes.single_view:run",
+    "voxel": "modules.modes.voxel:run",
+    "render_dense": "modules.modes.render_dense:run",
+    "eval": "modules.modes.eval:run",
 }
 
 log = logging.getLogger("immersivedepth")

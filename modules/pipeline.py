@@ -1,7 +1,9 @@
 """Panorama tensor -> globally consistent ERP distance + confidence, with per-stage timings.
 
     rgb [3, H, W] -> tangent faces (one batched grid_sample) -> predictor on all faces (batched)
-      -> global alignment (closed-form, robust) -> blending into the ERP grid -> scale (median 1 or metric)
+      -> global alignment (closed-form, robust) -> blending into the ERP grid
+      -> gradient-domain refinement (optional, solved at refine_height, correction upsampled)
+      -> scale (median 1 or metric)
 
 Stages are built from config (``hydra.utils.instantiate``) and passed in; this module only runs them.
 """
@@ -16,14 +18,16 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from .export.scale import metric_scale
 from .fusion.alignment import Alignment
 from .fusion.blending import Blender
 from .fusion.faces import AlignedFaces, FacePredictions
+from .fusion.refinement import NoRefinement
 from .geo_predictors.base import DepthPredictor, resolve_device
 from .geometry.projections import TangentProjection
 from .geometry.tangent import erp_to_faces
 
-__all__ = ["PanoramaPipeline", "PipelineResult", "StageTimer", "apply_scale"]
+__all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "apply_scale"]
 
 
 class StageTimer:
@@ -54,27 +58,38 @@ class PipelineResult:
     Attributes:
         distance: [H, W] float32 ERP distance (relative with median 1, or metric when a scale was given).
         confidence: [H, W] float32 in [0, 1].
-        faces: the aligned faces (for diagnostics and exports).
+        faces: the aligned faces (for diagnostics and exports); None for the one-pass equirect baseline.
         timings: seconds per stage; ``network`` holds the predictor's time, the rest are the non-network stages.
         info: what each stage reports (alignment solution, scale ...).
     """
 
     distance: Tensor
     confidence: Tensor
-    faces: AlignedFaces
+    faces: AlignedFaces | None
     timings: dict[str, float]
     info: dict = field(default_factory=dict)
 
 
-def apply_scale(distance: Tensor, factor: float | None) -> tuple[Tensor, dict]:
-    """Relative (median 1) when ``factor`` is None, else metric: ``distance * factor`` after median normalisation."""
-    median = distance[distance > 0].median()
-    out = distance / median
-    if factor is None:
-        return out, {"kind": "relative", "note": "distance is relative: its median is 1"}
-    if not factor > 0:
-        raise ValueError(f"scale factor must be positive, got {factor}")
-    return out * factor, {"kind": "metric", "factor": float(factor)}
+def apply_scale(distance: Tensor, scale: dict | None = None) -> tuple[Tensor, dict]:
+    """Median-normalise, then make metric if asked.
+
+    Args:
+        distance: [H, W] positive.
+        scale: ``camera_height`` (metres; the floor is fitted below the camera), ``factor`` (multiplies the
+            median-1 map), ``floor`` (floor-fit options), ``seed`` (its RANSAC generator); None or neither key:
+            relative output with median 1.
+    Returns:
+        the scaled distance and a description for meta.json (``units`` relative / metres / given factor).
+    """
+    scale = dict(scale or {})
+    out = distance / distance[distance > 0].median()
+    if scale.get("camera_height") is None and scale.get("factor") is None:
+        return out, {"units": "relative", "method": "median",
+                     "note": "not metric: the median distance is 1; set scale.camera_height or scale.factor"}
+    generator = torch.Generator(device=out.device).manual_seed(int(scale.get("seed", 0)))
+    result = metric_scale(out, camera_height=scale.get("camera_height"), factor=scale.get("factor"),
+                          floor=scale.get("floor"), relative="keep", generator=generator)
+    return out * result.factor, result.info
 
 
 class PanoramaPipeline:
@@ -85,8 +100,10 @@ class PanoramaPipeline:
         predictor: relative disparity for a batch of faces.
         alignment: per-face scale/shift solver.
         blender: ERP blending.
+        refinement: gradient-domain refinement (``refine(L0, gx, gy, wx, wy, fidelity) -> (L, info)``) or None.
+        refine_height: ERP height at which the refinement is solved (its correction is upsampled to the output).
         device: where geometry and fusion run (``auto`` | ``cpu`` | ``cuda`` | ``mps``).
-        scale_factor: metric scale applied after median normalisation (None: relative output).
+        scale: metric scale options (see :func:`apply_scale`); None: relative output with median 1.
     """
 
     def __init__(
@@ -95,15 +112,19 @@ class PanoramaPipeline:
         predictor: DepthPredictor,
         alignment: Alignment,
         blender: Blender,
+        refinement=None,
+        refine_height: int = 512,
         device: str = "cpu",
-        scale_factor: float | None = None,
+        scale: dict | None = None,
     ):
         self.projection = projection
         self.predictor = predictor
         self.alignment = alignment
         self.blender = blender
+        self.refinement = None if isinstance(refinement, NoRefinement) else refinement
+        self.refine_height = int(refine_height)
         self.device = resolve_device(device)
-        self.scale_factor = scale_factor
+        self.scale = scale
         self._cameras = None
 
     def cameras(self, dtype: torch.dtype = torch.float32):
@@ -134,11 +155,90 @@ class PanoramaPipeline:
             aligned = self.alignment.align(pred)
         with timer("blending", dev):
             distance, conf = self.blender.blend(aligned, H, W)
-            distance, scale_info = apply_scale(distance, self.scale_factor)
+        info = {}
+        if self.refinement is not None:
+            with timer("refinement", dev):
+                distance, info["refinement"] = self._refine(aligned, distance)
+        with timer("scale", dev):
+            distance, scale_info = apply_scale(distance, self.scale)
         return PipelineResult(
             distance=distance.float(),
             confidence=conf.float(),
             faces=aligned,
             timings=timer.seconds,
-            info={"alignment": aligned.info, "scale": scale_info, "num_faces": cams.num_faces},
+            info={"alignment": aligned.info, "scale": scale_info, "num_faces": cams.num_faces, **info},
         )
+
+    def _refine(self, aligned: AlignedFaces, distance: Tensor) -> tuple[Tensor, dict]:
+        """Solve the refinement at ``refine_height`` and apply its (upsampled) correction to the full-size map."""
+        from .evaluation.evaluate import resize_map
+
+        H, W = distance.shape
+        h = min(H, self.refine_height)
+        g = self.blender.log_gradients(aligned, h, 2 * h)
+        L, info = self.refinement.refine(g["log_distance"], g["gx"], g["gy"], g["wx"], g["wy"], g["confidence"])
+        correction = L - g["log_distance"]
+        if h != H:
+            correction = resize_map(correction, (H, W), erp=True)
+        return distance * torch.exp(correction), {**info, "solve_height": h}
+
+
+class EquirectPipeline:
+    """The baseline: one predictor pass over the whole panorama, no tangent faces.
+
+    The panorama is padded circularly in longitude by ``pad_fraction`` of its width on each side (so the network sees
+    across the +-180 degree seam), predicted in one pass (the predictor resizes to its own input size and back),
+    cropped, and its disparity is taken as inverse distance (a single image leaves the shift unknown: it is taken as
+    0, non-positive values are invalid and filled from neighbours).
+
+    Args:
+        predictor: relative-disparity predictor.
+        pad_fraction: circular padding on each side, as a fraction of the width (0 disables).
+        device: where the post-processing runs.
+        scale: metric scale options (see :func:`apply_scale`).
+        fill_iterations: how far invalid pixels are filled from valid neighbours.
+    """
+
+    def __init__(self, predictor: DepthPredictor, pad_fraction: float = 0.125, device: str = "cpu",
+                 scale: dict | None = None, fill_iterations: int = 512):
+        if not 0 <= pad_fraction <= 0.5:
+            raise ValueError(f"pad_fraction must be in [0, 0.5], got {pad_fraction}")
+        self.predictor = predictor
+        self.pad_fraction = float(pad_fraction)
+        self.device = resolve_device(device)
+        self.scale = scale
+        self.fill_iterations = int(fill_iterations)
+
+    def run(self, rgb: Tensor, image_path: str | None = None) -> PipelineResult:
+        """rgb: [3, H, 2H] in [0, 1] -> distance and confidence [H, 2H]."""
+        from .fusion.blending import fill_holes
+
+        if rgb.dim() != 3 or rgb.shape[0] != 3 or rgb.shape[2] != 2 * rgb.shape[1]:
+            raise ValueError(f"expected an ERP image [3, H, 2H], got {tuple(rgb.shape)}")
+        H, W = rgb.shape[1:]
+        timer = StageTimer()
+        dev = self.device
+        pad = int(round(self.pad_fraction * W))
+        with timer("projection", dev):
+            x = rgb.to(dev, torch.float32)[None]
+            if pad:
+                x = torch.cat((x[..., -pad:], x, x[..., :pad]), dim=-1)
+        with timer("network", dev):
+            self.predictor.begin_panorama(image_path, (H, W))
+            disparity, confidence = self.predictor.predict_with_confidence(x, None)
+        with timer("blending", dev):
+            inv = disparity[0, :, pad:pad + W].to(dev, torch.float32)
+            conf = confidence[0, :, pad:pad + W].to(dev, torch.float32).clamp(0, 1)
+            valid = torch.isfinite(inv) & (inv > 0)
+            if not bool(valid.any()):
+                raise RuntimeError("the predictor returned no positive disparity for this panorama")
+            distance = fill_holes(torch.where(valid, 1.0 / inv, torch.zeros_like(inv)), valid, self.fill_iterations)
+            conf = torch.where(valid, conf, torch.zeros_like(conf))
+        info = {}
+        if self.refinement is not None:
+            with timer("refinement", dev):
+                distance, info["refinement"] = self._refine(aligned, distance)
+        with timer("scale", dev):
+            distance, scale_info = apply_scale(distance, self.scale)
+        return PipelineResult(distance.float(), conf, None, timer.seconds,
+                              {"scale": scale_info, "method": "equirect", "pad_columns": pad})

@@ -175,3 +175,21 @@ def test_geometry_runs_in_float32_and_keeps_dtype():
     assert out.dtype == torch.float32 and out.shape == (1, 20, 3, 16, 16)
     lon, lat = direction_to_lonlat(face_rays(cams))
     assert lon.dtype == torch.float32
+
+
+def test_rotated_copies_move_face_borders_into_other_faces():
+    base = IcosahedronProjection(0, 32)
+    both = IcosahedronProjection(0, 32, rotations=2)
+    cams = both.cameras(dtype=torch.float64)
+    assert cams.num_faces == 40
+    R = cams.R_world_from_face
+    assert torch.allclose(R[:20], base.cameras(dtype=torch.float64).R_world_from_face)
+    # the second copy is the first turned by the configured rotation, faces kept upright
+    Rk = both.rotation(1)
+    assert torch.allclose(R[20:, :, 2], R[:20, :, 2] @ Rk.T, atol=1e-12)
+    assert (R[20:, 1, 1] >= -1e-12).all()
+    # the pole is a vertex of copy 0 (where 5 faces meet, all near their corners); copy 1 sees it well inside a face
+    pole = torch.tensor([[0.0, -1.0, 0.0]], dtype=torch.float64)
+    cam = torch.einsum("fij,ni->fnj", R, pole)[:, 0]  # [F, 3] pole in each face's camera
+    xn = (cam[:, :2].abs().amax(-1) / cam[:, 2] / cams.tan_half_fov).where(cam[:, 2] > 0, torch.tensor(9.0, dtype=torch.float64))
+    assert xn[:20].min() > 0.3 and xn[20:].min() < 0.3

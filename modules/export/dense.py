@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .mesh import InvalidDistanceError, Mesh, check_distance_map, decimate_mesh, erp_grid_mesh, poisson_mesh
 from .mesh_io import AssimpError, assimp_info, read_ply, write_mesh_fbx, write_mesh_glb, write_mesh_obj, write_mesh_ply
 from .pointcloud import erp_points, process_point_cloud, write_point_cloud_ply
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 MESH_FORMATS = ("ply", "obj", "glb", "fbx")
 
 
-class RunDirectoryError(FileNotFoundError):
+class RunDirectoryError(UserError, FileNotFoundError):
     """A run directory that is missing or lacks distance.npy."""
 
 

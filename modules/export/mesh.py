@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from ..geometry.spherical import erp_directions
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "valid_distance_mask",
     "check_distance_map",
     "erp_grid_mesh",
+    "perspective_grid_mesh",
     "discontinuity_mask",
     "remove_unreferenced_vertices",
     "mesh_edges",
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 
-class InvalidDistanceError(ValueError):
+class InvalidDistanceError(UserError, ValueError):
     """A distance map that cannot be turned into geometry (wrong shape, no valid pixel)."""
 
 
@@ -108,12 +110,13 @@ def _check_rgb(rgb: Tensor | None, shape: tuple[int, int]) -> None:
         raise ValueError(f"rgb must be [3, {shape[0]}, {shape[1]}] to match the distance map, got {tuple(rgb.shape)}")
 
 
-def _quad_triangles(index: Tensor, log_d: Tensor) -> Tensor:
-    """Two triangles per 2x2 pixel block, seam included, diagonal chosen per block.
+def _quad_triangles(index: Tensor, log_d: Tensor, wrap: bool = True) -> Tensor:
+    """Two triangles per 2x2 pixel block, diagonal chosen per block.
 
     Args:
         index: [h, w] int64 vertex index per pixel, -1 where invalid.
         log_d: [h, w] log distance (any value where invalid).
+        wrap: also join column w-1 to column 0 (the ERP longitude seam); False for perspective images.
     Returns:
         [T, 3] int64 triangles, possibly containing -1 (removed by the caller).
     """
@@ -121,6 +124,8 @@ def _quad_triangles(index: Tensor, log_d: Tensor) -> Tensor:
     c, d = index[1:], index[1:].roll(-1, dims=1)  # bottom-left, bottom-right
     la, lb = log_d[:-1], log_d[:-1].roll(-1, dims=1)
     lc, ld = log_d[1:], log_d[1:].roll(-1, dims=1)
+    if not wrap:
+        a, b, c, d, la, lb, lc, ld = (t[:, :-1] for t in (a, b, c, d, la, lb, lc, ld))
     # Diagonal a-d when it spans the smaller distance change, or when b or c is missing; b-c otherwise.
     use_ad = (la - ld).abs() < (lb - lc).abs()
     use_ad = torch.where((b < 0) | (c < 0), torch.ones_like(use_ad), use_ad)
@@ -262,6 +267,39 @@ def erp_grid_mesh(
     F = F[~discontinuity_mask(V, F, max_edge_stretch, max_grazing_deg)]
     mesh = Mesh(V, F, None if colours is None else torch.cat(colours).clamp(0, 1))
     return remove_unreferenced_vertices(mesh) if drop_unreferenced else mesh
+
+
+def perspective_grid_mesh(
+    points: Tensor,
+    rgb: Tensor | None = None,
+    *,
+    max_edge_stretch: float | None = 12.0,
+    max_grazing_deg: float | None = None,
+) -> Mesh:
+    """Triangulate a perspective image's back-projected pixels (a depth map's points) on its pixel grid.
+
+    Same rules as :func:`erp_grid_mesh` without the seam and the poles: invalid pixels (non-finite or z <= 0)
+    dropped with their triangles, discontinuities cut, triangles facing the camera.
+
+    Args:
+        points: [H, W, 3] camera-frame points (OpenCV axes).
+        rgb: optional [3, H, W] colours in [0, 1].
+    """
+    H, W, _ = points.shape
+    _check_rgb(rgb, (H, W))
+    valid = torch.isfinite(points).all(-1) & (points[..., 2] > 0)
+    if not bool(valid.any()):
+        raise InvalidDistanceError("depth map has no valid pixel (all non-finite or non-positive)")
+    index = torch.full((H, W), -1, dtype=torch.long, device=points.device)
+    index[valid] = torch.arange(int(valid.sum()), device=points.device)
+    r = points.norm(dim=-1)
+    log_d = torch.where(valid, r, torch.ones_like(r)).log()
+    V = points[valid]
+    F = _quad_triangles(index, log_d, wrap=False)
+    F = F[(F >= 0).all(dim=1)]
+    F = F[~discontinuity_mask(V, F, max_edge_stretch, max_grazing_deg)]
+    colours = None if rgb is None else rgb.permute(1, 2, 0)[valid].to(points.dtype).clamp(0, 1)
+    return remove_unreferenced_vertices(Mesh(V, F, colours))
 
 
 def mesh_edges(faces: Tensor) -> tuple[Tensor, Tensor]:

@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from ..geometry.spherical import erp_directions
 from .mesh import check_distance_map
 
 __all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "fit_floor_plane", "metric_scale"]
 
 
-class FloorNotFoundError(ValueError):
+class FloorNotFoundError(UserError, ValueError):
     """No floor plane could be found for the camera-height scale."""
 
 

@@ -44,30 +44,45 @@ class Alignment:
         return {"name": type(self).__name__}
 
 
-def overlap_pairs(samples: FaceSamples) -> tuple[Tensor, Tensor]:
-    """All pairs of samples that fall on the same ERP pixel.
+def overlap_pairs(samples: FaceSamples, mode: str = "all") -> tuple[Tensor, Tensor]:
+    """Pairs of samples that fall on the same ERP pixel.
 
     Args:
-        samples: with ``erp_index`` sorted ascending.
+        samples: with ``erp_index`` sorted ascending (:meth:`FaceSamples.sorted_by_pixel`).
+        mode: ``"all"``: every pair of faces seeing a pixel (k (k - 1) / 2 for k faces); ``"chain"``: each face with
+            the next one seeing the pixel, closed into a ring (k pairs for k > 2): far fewer rows, still tying
+            every face of the pixel to every other.
     Returns:
-        first [M], second [M]: indices into the samples, first < second.
+        first [M], second [M]: indices into the samples.
     """
     idx = samples.erp_index
     n = idx.numel()
     if n > 1 and not bool((idx[1:] >= idx[:-1]).all()):
         raise ValueError("overlap_pairs needs samples sorted by pixel (FaceSamples.sorted_by_pixel())")
+    if mode not in ("all", "chain"):
+        raise ValueError(f"pair mode must be 'all' or 'chain', got {mode!r}")
+    empty = torch.zeros(0, dtype=torch.long, device=idx.device)
+    if n < 2:
+        return empty, empty
     firsts, seconds = [], []
-    j = 1
-    while j < n:
+    max_gap = n - 1 if mode == "all" else 1
+    for j in range(1, max_gap + 1):
         same = idx[j:] == idx[:-j]
         if not bool(same.any()):
             break
         a = torch.nonzero(same, as_tuple=True)[0]
         firsts.append(a)
         seconds.append(a + j)
-        j += 1
+    if mode == "chain":
+        # close each pixel's chain: its last sample with its first, when the pixel has more than two
+        start = torch.ones(n, dtype=torch.bool, device=idx.device)
+        start[1:] = idx[1:] != idx[:-1]
+        first_of = torch.nonzero(start, as_tuple=True)[0]
+        counts = torch.diff(torch.cat((first_of, torch.tensor([n], device=idx.device))))
+        ring = counts > 2
+        firsts.append(first_of[ring])
+        seconds.append(first_of[ring] + counts[ring] - 1)
     if not firsts:
-        empty = torch.zeros(0, dtype=torch.long, device=idx.device)
         return empty, empty
     return torch.cat(firsts), torch.cat(seconds)
 

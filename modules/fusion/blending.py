@@ -13,10 +13,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..geometry.spherical import erp_pixel_to_direction
 from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces
 from .faces import AlignedFaces
 
-__all__ = ["Blender", "fill_holes"]
+__all__ = ["Blender", "fill_holes", "edge_geometry"]
+
+
+def edge_geometry(samples: FaceSamples, tan_half_fov: Tensor, R_world_from_face: Tensor) -> dict[str, Tensor]:
+    """Where each sample's two forward ERP edges lie in its face.
+
+    For the sample of ERP pixel (u, v) in face f: the horizontal edge to (u + 1 mod W, v) and the vertical edge to
+    (u, v + 1). Returns, for axis in ("x", "y"): ``mid_<axis>`` [N, 2] face plane coordinates of the edge midpoint,
+    ``step_<axis>`` [N, 2] the plane-coordinate displacement from the pixel to its neighbour, ``ok_<axis>`` [N] bool
+    (the neighbour is inside the face image too, and for y it exists).
+    """
+    H, W = samples.height, samples.width
+    v = torch.div(samples.erp_index, W, rounding_mode="floor").to(samples.face_xy.dtype)
+    u = (samples.erp_index % W).to(samples.face_xy.dtype)
+    R = R_world_from_face[samples.face_index]  # [N, 3, 3]
+    t = tan_half_fov[samples.face_index]
+
+    def plane(du: float, dv: float) -> tuple[Tensor, Tensor]:
+        d = erp_pixel_to_direction(u + du, v + dv, H, W)
+        cam = torch.einsum("nij,ni->nj", R, d)
+        xy = cam[:, :2] / (cam[:, 2:3] * t[:, None])
+        return xy, (cam[:, 2] > 0) & (xy.abs() < 1).all(1)
+
+    out = {}
+    for axis, (du, dv) in {"x": (1.0, 0.0), "y": (0.0, 1.0)}.items():
+        end, inside = plane(du, dv)
+        mid, _ = plane(0.5 * du, 0.5 * dv)
+        ok = inside & ((v < H - 1) if axis == "y" else torch.ones_like(inside))
+        out[f"mid_{axis}"] = mid
+        out[f"step_{axis}"] = end - samples.face_xy
+        out[f"ok_{axis}"] = ok
+    return out
 
 
 def fill_holes(values: Tensor, valid: Tensor, max_iterations: int = 512) -> Tensor:
@@ -109,6 +141,55 @@ class Blender:
         distance = torch.where(valid, 1.0 / inv_blend.clamp_min(tiny), torch.zeros_like(inv_blend))
         distance = fill_holes(distance.view(height, width), valid.view(height, width), self.fill_iterations)
         return distance, confidence.view(height, width)
+
+    def log_gradients(self, faces: AlignedFaces, height: int, width: int) -> dict[str, Tensor]:
+        """The blended log-distance and the faces' own log-distance differences across ERP edges, blended.
+
+        Each face's log-distance is differentiated in its own image (central differences), so a face contributes
+        seam-free gradients; the difference across the edge from pixel (u, v) to (u + 1 mod W, v) is the face
+        gradient at the edge's midpoint times the edge's step in the face (exact for fields linear in the face),
+        and likewise for (u, v) -> (u, v + 1). Faces are weighted as in :meth:`blend`.
+
+        Returns:
+            ``log_distance`` [H, W] (log of :meth:`blend`'s distance), ``gx``/``gy`` [H, W] target differences,
+            ``wx``/``wy`` [H, W] edge weights in [0, 1] (0: no face saw the edge), ``confidence`` [H, W].
+        """
+        distance, confidence = self.blend(faces, height, width)
+        samples = self.samples(faces, height, width)
+        key = ("edges", id(samples))
+        if key not in self._cache:
+            cams = faces.cameras.to(samples.face_xy.device, samples.face_xy.dtype)
+            self._cache[key] = edge_geometry(samples, cams.tan_half_fov, cams.R_world_from_face)
+        edges = self._cache[key]
+        inv, valid = faces.inv_distance, faces.valid
+        S = inv.shape[-1]
+        log_d = -torch.log(torch.where(valid, inv, torch.ones_like(inv)))  # [F, S, S] log-distance
+        q = valid.to(inv.dtype) * faces.confidence.clamp(0, 1)
+        # central differences in plane units (xn spans 2 over S pixels), valid where both neighbours are
+        pad = torch.nn.functional.pad(log_d[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+        qpad = torch.nn.functional.pad(q[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+        dx = (pad[:, 1:-1, 2:] - pad[:, 1:-1, :-2]) * (S / 4.0)
+        dy = (pad[:, 2:, 1:-1] - pad[:, :-2, 1:-1]) * (S / 4.0)
+        qx = q * qpad[:, 1:-1, 2:] * qpad[:, 1:-1, :-2]
+        qy = q * qpad[:, 2:, 1:-1] * qpad[:, :-2, 1:-1]
+        qg = torch.minimum(qx, qy)
+        maps = torch.stack((qg, qg * dx, qg * dy), 1)  # premultiplied, as in blend()
+        P = height * width
+        out = {"log_distance": torch.log(distance), "confidence": confidence}
+        for axis in ("x", "y"):
+            moved = FaceSamples(samples.erp_index, samples.face_index, edges[f"mid_{axis}"], samples.cos_axis,
+                                samples.weight, height, width, samples.num_faces)
+            vals = sample_faces(maps, moved)  # [N, 3] at the edge midpoints
+            q_mid = vals[:, 0]
+            grad = vals[:, 1:] / q_mid.clamp_min(1e-12)[:, None]
+            diff = (grad * edges[f"step_{axis}"]).sum(1)
+            w = samples.weight * q_mid * edges[f"ok_{axis}"].to(q_mid.dtype)
+            acc = torch.zeros(P, 2, dtype=w.dtype, device=w.device)
+            acc.index_add_(0, samples.erp_index, torch.stack((w, w * diff), 1))
+            geo, _ = self._geometry_sums(samples)
+            out[f"g{axis}"] = (acc[:, 1] / acc[:, 0].clamp_min(1e-30)).view(height, width)
+            out[f"w{axis}"] = (acc[:, 0] / geo.clamp_min(1e-30)).clamp(0, 1).view(height, width)
+        return out
 
     def _geometry_sums(self, samples: FaceSamples) -> tuple[Tensor, Tensor]:
         """Per-pixel sums that depend only on the geometry (cached with the samples)."""

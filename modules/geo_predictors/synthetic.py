@@ -6,7 +6,9 @@ way real networks err, independently per face:
     disparity = (s * true_disparity + t * median(true_disparity)) * (1 + warp_amplitude * field) * (1 + noise_std * n)
 
 with s log-uniform in ``scale_range``, t uniform in ``shift_range``, ``field`` a smooth random field in [-1, 1] made of
-a few plane waves of ``warp_frequency`` cycles per face width, and n standard Gaussian noise. Everything is drawn from
+a few plane waves of ``warp_frequency`` cycles per face width, and n standard Gaussian noise. ``outlier_faces`` faces
+(chosen by the seed) are replaced by nonsense: a smooth random positive field unrelated to the scene, the way a
+network fails on a textureless or mirrored face. Everything is drawn from
 one ``torch.Generator`` seeded with ``seed`` and the face's index, so a face gets the same corruption whatever batch it
 arrives in. With scale_range [1, 1], shift_range [0, 0], warp_amplitude 0 and noise_std 0 it returns the exact truth.
 
@@ -60,6 +62,7 @@ class CorruptionConfig:
         warp_frequency: float = 1.0,
         warp_waves: int = 3,
         noise_std: float = 0.0,
+        outlier_faces: int = 0,
         seed: int = 0,
     ):
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
@@ -72,6 +75,9 @@ class CorruptionConfig:
         self.warp_frequency = float(warp_frequency)
         self.warp_waves = int(warp_waves)
         self.noise_std = float(noise_std)
+        self.outlier_faces = int(outlier_faces)
+        if self.outlier_faces < 0:
+            raise ValueError(f"outlier_faces must be >= 0, got {outlier_faces}")
         self.seed = int(seed)
 
     def as_dict(self) -> dict:
@@ -82,6 +88,7 @@ class CorruptionConfig:
             "warp_frequency": self.warp_frequency,
             "warp_waves": self.warp_waves,
             "noise_std": self.noise_std,
+            "outlier_faces": self.outlier_faces,
             "seed": self.seed,
         }
 
@@ -143,6 +150,8 @@ class SyntheticPredictor(DepthPredictor):
             path = self.gt_path
         elif image_path is not None:
             path = Path(image_path).with_name("distance.npy")
+            if not path.exists() and path.with_name("depth.npy").exists():
+                path = path.with_name("depth.npy")  # a perspective render: z-depth of each pixel
         else:
             raise GroundTruthError("predictor=synthetic needs predictor.gt_distance or a distance.npy beside the image")
         self._set_gt(path, erp_hw)
@@ -169,6 +178,10 @@ class SyntheticPredictor(DepthPredictor):
         c = self.corruption
         B, S, _ = disparity.shape
         out = torch.empty_like(disparity)
+        outliers = set()
+        if c.outlier_faces:
+            g = torch.Generator().manual_seed(c.seed * 1_000_003 - 1)
+            outliers = set(torch.randperm(max(int(face_ids.max()) + 1, c.outlier_faces), generator=g)[: c.outlier_faces].tolist())
         coords = (torch.arange(S, dtype=torch.float64) + 0.5) / S
         yy, xx = torch.meshgrid(coords, coords, indexing="ij")
         for b in range(B):
@@ -191,12 +204,16 @@ class SyntheticPredictor(DepthPredictor):
             if c.noise_std != 0.0:
                 noise = torch.randn(S, S, generator=g, dtype=torch.float64)
                 value = value * (1.0 + c.noise_std * noise)
+            if int(face_ids[b]) in outliers:
+                t = torch.rand(3, generator=g, dtype=torch.float64) * (2 * math.pi)
+                field = torch.sin(2 * math.pi * (xx * torch.cos(t[0]) + yy * torch.sin(t[0])) + t[1])
+                value = d.median() * (1.0 + 0.5 * field) * (0.5 + torch.rand(1, generator=g, dtype=torch.float64))
             out[b] = value.to(out)
         return out
 
     def predict(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
         if cameras is None:
-            raise ValueError("predictor=synthetic needs the face cameras of the images it is given")
+            return self._predict_full_frame(images)
         if images.shape[0] != cameras.num_faces or images.shape[-1] != cameras.size:
             raise ValueError(
                 f"images {tuple(images.shape)} do not match {cameras.num_faces} cameras of size {cameras.size}"
@@ -204,5 +221,22 @@ class SyntheticPredictor(DepthPredictor):
         out = self.corrupt(self.true_disparity(cameras), torch.arange(cameras.num_faces))
         if out.shape[-2:] != images.shape[-2:]:
             out = F.interpolate(out[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return out.to(images.device, torch.float32)
+
+    def _predict_full_frame(self, images: Tensor) -> Tensor:
+        """Images that are the whole frame the ground truth describes (an ERP panorama in mode=equirect, a
+        perspective photo in mode=single_view): 1 / ground truth (inverse distance or disparity), corrupted like
+        face 0. An image of the ground truth's height but 2p columns wider is taken as the panorama padded
+        circularly by p columns on each side."""
+        if self._gt is None:
+            raise GroundTruthError("no ground truth loaded: call begin_panorama() or set gt_distance")
+        inv = (1.0 / self._gt)[None, None]
+        (H, W), (h, w) = inv.shape[-2:], images.shape[-2:]
+        if h == H and w > W and (w - W) % 2 == 0:  # a panorama padded circularly in longitude (mode=equirect)
+            pad = (w - W) // 2
+            inv = torch.cat((inv[..., W - pad:], inv, inv[..., :pad]), dim=-1)
+        if tuple(inv.shape[-2:]) != tuple(images.shape[-2:]):
+            inv = F.interpolate(inv, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        out = self.corrupt(inv[:, 0].expand(images.shape[0], -1, -1), torch.zeros(images.shape[0], dtype=torch.long))
         return out.to(images.device, torch.float32)
 

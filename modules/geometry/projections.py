@@ -1,9 +1,14 @@
 """Tangent projections selectable from config (``projection=icosahedron|cubemap``).
 
-Each projection is a small description that builds its :class:`TangentCameras` on a device.
+Each projection is a small description that builds its :class:`TangentCameras` on a device. With ``rotations=K``
+the polyhedron is used K times, the k-th copy turned by yaw ``k * yaw_step_deg`` about the vertical axis and pitch
+``k * pitch_step_deg`` about the x axis, so that one copy's face borders (and its vertices, where faces meet) fall
+inside another copy's faces; all K x F faces are aligned and blended together. Every face image stays upright.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -18,21 +23,55 @@ class TangentProjection:
 
     name = "tangent"
 
-    def __init__(self, face_size: int = 512, padding_factor: float = 1.7):
+    def __init__(
+        self,
+        face_size: int = 512,
+        padding_factor: float = 1.7,
+        rotations: int = 1,
+        yaw_step_deg: float = 18.0,
+        pitch_step_deg: float = 18.7,
+    ):
         if face_size < 8:
             raise ValueError(f"face_size must be at least 8 pixels, got {face_size}")
+        if rotations < 1:
+            raise ValueError(f"rotations must be >= 1, got {rotations}")
         self.face_size = int(face_size)
         self.padding_factor = float(padding_factor)
+        self.rotations = int(rotations)
+        self.yaw_step_deg = float(yaw_step_deg)
+        self.pitch_step_deg = float(pitch_step_deg)
 
     def polygons(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def rotation(self, k: int) -> torch.Tensor:
+        """[3, 3] float64 rotation of the k-th copy: yaw (about y) after pitch (about x)."""
+        yaw, pitch = math.radians(k * self.yaw_step_deg), math.radians(k * self.pitch_step_deg)
+        cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+        R_yaw = torch.tensor([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]], dtype=torch.float64)
+        R_pitch = torch.tensor([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]], dtype=torch.float64)
+        return R_yaw @ R_pitch
+
     def cameras(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> TangentCameras:
+        """All faces of all rotated copies: F x rotations cameras, copy-major."""
         vertices, faces = self.polygons()
-        return tangent_cameras_for_polygons(vertices, faces, self.face_size, self.padding_factor, device, dtype)
+        copies = [
+            tangent_cameras_for_polygons(
+                vertices @ self.rotation(k).T, faces, self.face_size, self.padding_factor, dtype=torch.float64
+            )
+            for k in range(self.rotations)
+        ]
+        return TangentCameras.concat(copies).to(device, dtype)
 
     def describe(self) -> dict:
-        return {"name": self.name, "face_size": self.face_size, "padding_factor": self.padding_factor}
+        return {
+            "name": self.name,
+            "face_size": self.face_size,
+            "padding_factor": self.padding_factor,
+            "rotations": self.rotations,
+            "yaw_step_deg": self.yaw_step_deg,
+            "pitch_step_deg": self.pitch_step_deg,
+        }
 
 
 class IcosahedronProjection(TangentProjection):
@@ -40,8 +79,8 @@ class IcosahedronProjection(TangentProjection):
 
     name = "icosahedron"
 
-    def __init__(self, level: int = 0, face_size: int = 512, padding_factor: float = 1.7):
-        super().__init__(face_size, padding_factor)
+    def __init__(self, level: int = 0, face_size: int = 512, padding_factor: float = 1.7, **rotation_kwargs):
+        super().__init__(face_size, padding_factor, **rotation_kwargs)
         if level not in (0, 1, 2):
             raise ValueError(f"icosahedron level must be 0, 1 or 2, got {level}")
         self.level = int(level)

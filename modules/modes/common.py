@@ -36,8 +36,10 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
         predictor=predictor if predictor is not None else instantiate(cfg.predictor),
         alignment=instantiate(cfg.alignment),
         blender=instantiate(cfg.fusion.blender),
+        refinement=instantiate(cfg.refinement),
+        refine_height=cfg.fusion.refine_height,
         device=cfg.runtime.device,
-        scale_factor=cfg.scale.factor,
+        scale=OmegaConf.to_container(cfg.scale, resolve=True),
     )
 
 

@@ -1,0 +1,63 @@
+"""mode=render_dense: dense mesh files (PLY, OBJ+MTL, GLB, FBX) and, when enabled, splats, a cleaned point cloud and
+preview renders, from a panorama (the tangent pipeline runs first) or from an earlier run directory (its
+distance.npy)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..dataset.io import load_panorama
+from ..export.dense import export_dense_assets, load_run_distance
+from ..export.depth_files import write_json
+from .common import build_pipeline, configure_runtime, write_panorama_outputs
+
+log = logging.getLogger(__name__)
+
+
+def dense_options(cfg: DictConfig) -> dict:
+    """The export.dense groups as plain dicts for :func:`export_dense_assets`."""
+    d = OmegaConf.to_container(cfg.export.dense, resolve=True)
+    return {k: d[k] for k in ("mesh", "files", "splats", "point_cloud", "previews")}
+
+
+def run(cfg: DictConfig) -> int:
+    configure_runtime(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    generator = torch.Generator().manual_seed(int(cfg.scale.seed))
+    if cfg.mode.run_dir:
+        src = load_run_distance(cfg.mode.run_dir)
+        # an earlier run is already scaled: keep it unless a camera height or factor is given now
+        scale = {"camera_height": cfg.scale.camera_height, "factor": cfg.scale.factor, "relative": "keep",
+                 "floor": OmegaConf.to_container(cfg.scale.floor, resolve=True)}
+        start = time.perf_counter()
+        result = export_dense_assets(src.distance, src.rgb, out_dir, src.confidence, scale=scale,
+                                     generator=generator, **dense_options(cfg))
+        meta = {
+            "input": {"run_dir": str(cfg.mode.run_dir), "image_path": src.meta.get("input", {}).get("image_path"),
+                      "invalid_pixels": src.num_invalid},
+            "scale": result.scale.info,
+            "dense": {"files": {k: v.name for k, v in result.files.items()}, **result.stats},
+            "timings": {"network": 0.0, "non_network": {"dense_export": time.perf_counter() - start}},
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        write_json(out_dir / "meta.json", meta)
+    else:
+        image_path = str(cfg.dataset.image_path)
+        rgb = load_panorama(image_path, min_height=cfg.dataset.min_height)
+        pipeline = build_pipeline(cfg)
+        res = pipeline.run(rgb, image_path)
+        start = time.perf_counter()
+        result = export_dense_assets(res.distance.cpu(), rgb, out_dir, res.confidence.cpu(),
+                                     scale={"relative": "keep"}, generator=generator, **dense_options(cfg))
+        res.timings["dense_export"] = time.perf_counter() - start
+        write_panorama_outputs(out_dir, rgb, res, cfg, image_path, {
+            "predictor": pipeline.predictor.describe(),
+            "dense": {"files": {k: v.name for k, v in result.files.items()}, **result.stats},
+        })
+    log.info("wrote %s", ", ".join(sorted(p.name for p in result.files.values())))
+    return 0
