@@ -38,7 +38,7 @@ def test_predict_writes_all_outputs(tiny_scene, tmp_path):
     assert np.median(distance) == pytest.approx(1.0, rel=1e-3)  # relative output
     meta = json.loads((out / "meta.json").read_text())
     assert meta["input"]["image_path"] == str(tiny_scene)
-    assert meta["scale"]["kind"] == "relative"
+    assert meta["scale"]["units"] == "relative"
     assert set(meta["timings"]["non_network"]) >= {"projection", "alignment", "blending", "writing"}
     assert meta["timings"]["network"] >= 0
     assert meta["config"]["projection"]["face_size"] == 64

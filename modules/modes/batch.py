@@ -1,0 +1,167 @@
+"""Many panoramas in one run (``mode=predict`` with a folder, glob or list in ``dataset.image_path``).
+
+Flow: list the inputs (:mod:`modules.dataset.listing`) -> name each one's output folder -> fingerprint it
+(:mod:`modules.runtime.fingerprint`) -> with ``batch.skip_existing`` leave out those whose finished outputs carry
+the same fingerprint -> run the rest on the executor named by ``runtime.kind`` (``local``: this process; ``ray``: a
+Ray cluster) with a progress bar -> summary.json in the run folder, a table on stdout, the exit code
+(:mod:`modules.runtime.summary`).
+
+Where outputs go (``batch.output_dir``, default the Hydra run folder ``paths.output_dir``):
+
+* ``image_path`` is one image file: its files go straight into ``batch.output_dir`` (as mode=predict always did).
+* a folder, glob or list: each panorama gets ``<batch.output_dir>/<name>/`` (names: :func:`output_names`).
+
+Every panorama is written all-or-nothing (:mod:`modules.runtime.staging`). SIGINT and SIGTERM stop the run cleanly:
+the panorama being written is discarded, summary.json lists the rest as "not run", the exit code is 130 / 143.
+To resume a job, point ``batch.output_dir`` (or ``hydra.run.dir``) at the same folder and set
+``batch.skip_existing=true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from ..dataset.listing import InputListing, list_inputs, output_names
+from ..errors import UserError
+from ..export.depth_files import write_json
+from ..runtime.fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
+from ..runtime.staging import is_complete, remove_stale_staging
+from ..runtime.summary import build_summary, format_table
+from ..runtime.worker import FAILED, NOT_RUN, SKIPPED, PanoramaTask, TaskResult
+from .common import configure_runtime
+
+__all__ = ["run", "make_tasks", "Terminated", "SUMMARY_FILE"]
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+EXECUTORS = ("local", "ray")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and staging cleanup runs."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def make_tasks(cfg: DictConfig, listing: InputListing, output_root: Path) -> list[PanoramaTask]:
+    """One task per input: absolute paths, output folder and fingerprint."""
+    fp = cfg.batch.fingerprint
+    config_doc = config_fingerprint_document(cfg, fp.sections, fp.ignore_keys)
+    names = [""] if listing.single else output_names(listing.paths)
+    tasks = []
+    for i, (path, name) in enumerate(zip(listing.paths, names)):
+        input_doc = input_fingerprint(path, str(fp.input))
+        tasks.append(PanoramaTask(
+            index=i,
+            image_path=str(Path(path).absolute()),
+            name=name,
+            output_dir=str(output_root if listing.single else output_root / name),
+            into_existing=listing.single,
+            fingerprint=panorama_fingerprint(config_doc, input_doc),
+            input_fingerprint=input_doc,
+        ))
+    return tasks
+
+
+def _executor(kind: str):
+    if kind == "local":
+        from ..runtime.local import run_local
+
+        return run_local
+    if kind == "ray":
+        from ..runtime.ray_executor import run_ray
+
+        return run_ray
+    raise UserError(f"runtime.kind={kind!r} is not one of {EXECUTORS}")
+
+
+def _split_finished(tasks: list[PanoramaTask], skip_existing: bool) -> tuple[dict[int, TaskResult], list]:
+    """(results of the tasks whose finished outputs can be reused, the tasks left to run)."""
+    done, todo = {}, []
+    for t in tasks:
+        if skip_existing and is_complete(t.output_dir, t.fingerprint):
+            done[t.index] = TaskResult(t.index, t.name, t.image_path, t.output_dir, SKIPPED)
+        else:
+            todo.append(t)
+    if done:
+        log.info("skipping %d of %d panoramas: finished outputs with the same fingerprint exist", len(done), len(tasks))
+    return done, todo
+
+
+def _execute(executor, cfg: DictConfig, todo: list[PanoramaTask], results: dict[int, TaskResult], total: int,
+             progress: bool, fail_fast: bool) -> tuple[dict, str | None]:
+    """Run ``todo`` with a progress bar, filling ``results``; returns (executor info, interrupting signal or None)."""
+    bar = tqdm(total=total, initial=len(results), unit="pano", desc="panoramas", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    failures = 0
+
+    def on_result(result: TaskResult) -> None:
+        nonlocal failures
+        results[result.index] = result
+        failures += result.status == FAILED
+        bar.set_postfix(failed=failures, refresh=False)
+        bar.update(1)
+
+    try:
+        with _sigterm_as_interrupt():
+            return executor(cfg, todo, on_result, fail_fast), None
+    except KeyboardInterrupt as exc:
+        interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        log.error("interrupted (%s): unfinished outputs were discarded", interrupted)
+        return {"runtime": str(cfg.runtime.get("kind", "local"))}, interrupted
+    finally:
+        bar.close()
+
+
+def run(cfg: DictConfig) -> int:
+    """Process every panorama ``dataset.image_path`` names; returns the exit code (see module docstring)."""
+    configure_runtime(cfg)
+    b = cfg.batch
+    executor = _executor(str(cfg.runtime.get("kind", "local")))
+    run_dir = Path(str(cfg.paths.output_dir)).absolute()
+    output_root = Path(str(b.output_dir)).absolute()
+    listing = list_inputs(str(cfg.dataset.image_path), b.extensions, b.list_suffixes, bool(b.recursive),
+                          exclude=[output_root, run_dir])
+    tasks = make_tasks(cfg, listing, output_root)
+    remove_stale_staging(output_root)
+    results, todo = _split_finished(tasks, bool(b.skip_existing))
+    # workers get the resolved config: Hydra's interpolations (${hydra:...}) cannot be resolved outside this process
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    start = time.perf_counter()
+    info, interrupted = _execute(executor, resolved, todo, results, len(tasks), bool(b.progress), bool(b.fail_fast))
+    wall = time.perf_counter() - start
+    why = "interrupted" if interrupted else "stopped after a failure (fail_fast)"
+    for t in tasks:
+        if t.index not in results:
+            results[t.index] = TaskResult(t.index, t.name, t.image_path, t.output_dir, NOT_RUN, reason=why)
+    ordered = [results[t.index] for t in tasks]
+    summary = build_summary(ordered, info, wall, interrupted, listing.source, str(output_root), listing.single)
+    write_json(run_dir / SUMMARY_FILE, summary)
+    print(format_table(ordered, int(b.table_max_rows)), flush=True)
+    log.info("summary: %s", run_dir / SUMMARY_FILE)
+    return summary["exit_code"]

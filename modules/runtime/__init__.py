@@ -1,0 +1,1 @@
+"""Running many panoramas: output staging and resume markers, fingerprints, and the local and Ray executors."""
