@@ -10,6 +10,7 @@ Stages are built from config (``hydra.utils.instantiate``) and passed in; this m
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from .errors import UserError
 from .export.scale import metric_scale
 from .fusion.alignment import Alignment
 from .fusion.blending import Blender
@@ -26,6 +28,8 @@ from .fusion.refinement import NoRefinement
 from .geo_predictors.base import DepthPredictor, resolve_device
 from .geometry.projections import TangentProjection
 from .geometry.tangent import erp_to_faces
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "apply_scale"]
 
@@ -178,9 +182,12 @@ class PanoramaPipeline:
         g = self.blender.log_gradients(aligned, h, 2 * h)
         L, info = self.refinement.refine(g["log_distance"], g["gx"], g["gy"], g["wx"], g["wy"], g["confidence"])
         correction = L - g["log_distance"]
+        if not bool(torch.isfinite(correction).all()):
+            log.warning("refinement produced non-finite values; keeping the blend unrefined")
+            return distance, {**info, "solve_height": h, "applied": False}
         if h != H:
             correction = resize_map(correction, (H, W), erp=True)
-        return distance * torch.exp(correction), {**info, "solve_height": h}
+        return distance * torch.exp(correction), {**info, "solve_height": h, "applied": True}
 
 
 class EquirectPipeline:
@@ -231,13 +238,9 @@ class EquirectPipeline:
             conf = confidence[0, :, pad:pad + W].to(dev, torch.float32).clamp(0, 1)
             valid = torch.isfinite(inv) & (inv > 0)
             if not bool(valid.any()):
-                raise RuntimeError("the predictor returned no positive disparity for this panorama")
+                raise UserError(f"{image_path}: the predictor returned no positive disparity for this panorama")
             distance = fill_holes(torch.where(valid, 1.0 / inv, torch.zeros_like(inv)), valid, self.fill_iterations)
             conf = torch.where(valid, conf, torch.zeros_like(conf))
-        info = {}
-        if self.refinement is not None:
-            with timer("refinement", dev):
-                distance, info["refinement"] = self._refine(aligned, distance)
         with timer("scale", dev):
             distance, scale_info = apply_scale(distance, self.scale)
         return PipelineResult(distance.float(), conf, None, timer.seconds,

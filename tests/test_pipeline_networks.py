@@ -49,6 +49,7 @@ def test_tiny_networks_through_the_pipeline(compose_cfg, tiny_scene, tmp_path, o
     assert result.distance.shape == (64, 128) and torch.isfinite(result.distance).all()
     assert (result.distance > 0).all() and (result.confidence >= 0).all() and (result.confidence <= 1).all()
     assert result.timings["network"] > 0
+    assert result.info["refinement"]["applied"]  # random-network garbage must not break the refinement
     meta = write_panorama_outputs(tmp_path, rgb, result, cfg, str(tiny_scene),
                                   {"predictor": pipeline.predictor.describe()})
     text = json.dumps(json.loads((tmp_path / "meta.json").read_text()))

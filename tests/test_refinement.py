@@ -381,3 +381,20 @@ def test_cuda_matches_cpu():
     L_gpu, info = ref.refine(*(a.cuda() for a in args))
     assert L_gpu.is_cuda and info["converged"]
     assert torch.allclose(L_gpu.cpu(), L_cpu, atol=1e-4)
+
+
+def test_parts_with_negligible_fidelity_stay_finite():
+    """A region cut off by zero-weight edges whose fidelity is denormal is treated as having none (no overflow)."""
+    from modules.fusion.refinement import refine_log_distance
+
+    H, W = 16, 32
+    L0 = torch.randn(H, W)
+    wx, wy = torch.ones(H, W), torch.ones(H, W)
+    wx[4:8, 3:9] = 0  # cut a box out of the grid
+    wx[4:8, 2] = 0
+    wy[3, 3:9] = 0
+    wy[7, 3:9] = 0
+    fidelity = torch.ones(H, W)
+    fidelity[4:8, 3:9] = 1e-40  # denormal in float32
+    L = refine_log_distance(L0, torch.zeros(H, W), torch.zeros(H, W), wx, wy, fidelity)
+    assert torch.isfinite(L).all()

@@ -184,6 +184,9 @@ class Blender:
             grad = vals[:, 1:] / q_mid.clamp_min(1e-12)[:, None]
             diff = (grad * edges[f"step_{axis}"]).sum(1)
             w = samples.weight * q_mid * edges[f"ok_{axis}"].to(q_mid.dtype)
+            usable = (w > 0) & torch.isfinite(diff)
+            w = torch.where(usable, w, torch.zeros_like(w))
+            diff = torch.where(usable, diff, torch.zeros_like(diff))
             acc = torch.zeros(P, 2, dtype=w.dtype, device=w.device)
             acc.index_add_(0, samples.erp_index, torch.stack((w, w * diff), 1))
             geo, _ = self._geometry_sums(samples)

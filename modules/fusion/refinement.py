@@ -485,9 +485,12 @@ class _Deflation:
         f = fidelity.flatten()
         count = torch.bincount(flat, minlength=n)
         mass = torch.zeros(n, dtype=torch.float64, device=f.device).index_add_(0, flat, f.to(torch.float64))
-        deflated = mass > 0
+        # a part whose fidelity is negligible (e.g. denormal confidences) is treated as having none: inverting its
+        # mass would overflow
+        has_fidelity = mass > 1e-12 * float(mass.max()) if float(mass.max()) > 0 else torch.zeros_like(mass, dtype=torch.bool)
+        deflated = has_fidelity.clone()
         deflated[int(torch.argmax(count))] = False  # the row-mean preconditioner already handles the main part
-        free = mass == 0
+        free = ~has_fidelity
 
         def select(mask: Tensor) -> tuple[Tensor, Tensor]:
             remap = torch.cumsum(mask, 0) - 1
