@@ -30,6 +30,17 @@ MODES: dict[str, str] = {
 log = logging.getLogger("immersivedepth")
 
 
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError that caused ``exc``, if any (Hydra's instantiate wraps errors raised by constructors)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def mode_function(name: str) -> Callable[[DictConfig], int]:
     if name not in MODES:
         raise UserError(f"unknown mode {name!r}; known modes: {', '.join(sorted(MODES))}")
@@ -47,8 +58,11 @@ _exit_codes: list[int] = []
 def main(cfg: DictConfig) -> int:
     try:
         code = int(mode_function(cfg.mode.name)(cfg) or 0)
-    except UserError as exc:
-        log.error("%s", exc)
+    except Exception as exc:
+        cause = user_error_in(exc)
+        if cause is None:
+            raise
+        log.error("%s", cause)
         code = 2
     _exit_codes.append(code)
     return code

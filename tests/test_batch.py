@@ -16,7 +16,7 @@ from modules.modes import batch
 from modules.runtime import worker as worker_module
 
 #: tiny and fast: every test panorama is 64 x 32
-FAST = ["projection.face_size=32", "alignment.sample_height=32", "batch.progress=false", "runtime.device=cpu"]
+FAST = ["predictor=synthetic", "projection.face_size=32", "alignment.sample_height=32", "batch.progress=false", "runtime.device=cpu"]
 
 
 def make_folder(root: Path, good: int = 2, broken: bool = True) -> Path:

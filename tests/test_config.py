@@ -48,7 +48,10 @@ def test_every_group_option_composes_and_instantiates(compose_cfg, group, option
 def test_default_config_builds_the_pipeline(compose_cfg, tiny_scene):
     from modules.modes.common import build_pipeline
 
-    cfg = compose_cfg(["paths.output_dir=/tmp/unused", f"predictor.gt_distance={tiny_scene.with_name('distance.npy')}"])
+    cfg = compose_cfg(["paths.output_dir=/tmp/unused"])
+    assert cfg.predictor._target_.endswith("JointPredictor")  # the product's default: both networks on every face
+    cfg = compose_cfg(["paths.output_dir=/tmp/unused", "predictor=synthetic",
+                       f"predictor.gt_distance={tiny_scene.with_name('distance.npy')}"])
     pipeline = build_pipeline(cfg)
     assert pipeline.cameras().num_faces == 20
 
