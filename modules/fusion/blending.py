@@ -105,17 +105,27 @@ class Blender:
         self.fill_iterations = int(fill_iterations)
         self._cache: dict = {}
 
-    def samples(self, faces: AlignedFaces, height: int, width: int) -> FaceSamples:
-        """ERP <- face correspondences at the output size (cached for repeated panoramas of one size)."""
+    def _geometry(self, faces: AlignedFaces, height: int, width: int) -> dict:
+        """Everything that depends only on the cameras and the ERP size, cached for repeated panoramas: the samples
+        and, computed on first use, per-pixel sums and edge geometry."""
         cams = faces.cameras
         key = (cams.R_world_from_face.data_ptr(), cams.num_faces, cams.size, height, width, str(faces.inv_distance.device))
         if key not in self._cache:
-            self._cache = {key: erp_face_samples(cams.to(faces.inv_distance.device), height, width, self.weight_power)}
+            if len(self._cache) >= 8:  # a few sizes (output, refinement) of a few camera sets; drop the oldest
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = {
+                "samples": erp_face_samples(cams.to(faces.inv_distance.device), height, width, self.weight_power)
+            }
         return self._cache[key]
+
+    def samples(self, faces: AlignedFaces, height: int, width: int) -> FaceSamples:
+        """ERP <- face correspondences at the given size (cached)."""
+        return self._geometry(faces, height, width)["samples"]
 
     def blend(self, faces: AlignedFaces, height: int, width: int) -> tuple[Tensor, Tensor]:
         """Returns distance [H, W] (positive, finite) and confidence [H, W] in [0, 1]."""
-        samples = self.samples(faces, height, width)
+        geometry = self._geometry(faces, height, width)
+        samples = geometry["samples"]
         inv = faces.inv_distance
         q = faces.valid.to(inv.dtype) * faces.confidence.clamp(0, 1)  # how much each face pixel counts
         log_inv = torch.log(torch.where(faces.valid, inv, torch.ones_like(inv)))
@@ -124,7 +134,7 @@ class Blender:
         vals = sample_faces(maps, samples) * samples.weight[:, None]  # [N, 4]
         P = height * width
         acc = torch.zeros(P, 4, dtype=vals.dtype, device=vals.device).index_add_(0, samples.erp_index, vals)
-        geo, seen_once = self._geometry_sums(samples)  # [P] border-weight sum, [P] pixels only one face sees
+        geo, seen_once = self._geometry_sums(geometry)  # [P] border-weight sum, [P] pixels only one face sees
         q_sum = acc[:, 0]
         tiny = torch.finfo(q_sum.dtype).tiny
         valid = q_sum > 1e-6 * geo.clamp_min(tiny)
@@ -155,12 +165,12 @@ class Blender:
             ``wx``/``wy`` [H, W] edge weights in [0, 1] (0: no face saw the edge), ``confidence`` [H, W].
         """
         distance, confidence = self.blend(faces, height, width)
-        samples = self.samples(faces, height, width)
-        key = ("edges", id(samples))
-        if key not in self._cache:
+        geometry = self._geometry(faces, height, width)
+        samples = geometry["samples"]
+        if "edges" not in geometry:
             cams = faces.cameras.to(samples.face_xy.device, samples.face_xy.dtype)
-            self._cache[key] = edge_geometry(samples, cams.tan_half_fov, cams.R_world_from_face)
-        edges = self._cache[key]
+            geometry["edges"] = edge_geometry(samples, cams.tan_half_fov, cams.R_world_from_face)
+        edges = geometry["edges"]
         inv, valid = faces.inv_distance, faces.valid
         S = inv.shape[-1]
         log_d = -torch.log(torch.where(valid, inv, torch.ones_like(inv)))  # [F, S, S] log-distance
@@ -189,17 +199,17 @@ class Blender:
             diff = torch.where(usable, diff, torch.zeros_like(diff))
             acc = torch.zeros(P, 2, dtype=w.dtype, device=w.device)
             acc.index_add_(0, samples.erp_index, torch.stack((w, w * diff), 1))
-            geo, _ = self._geometry_sums(samples)
+            geo, _ = self._geometry_sums(geometry)
             out[f"g{axis}"] = (acc[:, 1] / acc[:, 0].clamp_min(1e-30)).view(height, width)
             out[f"w{axis}"] = (acc[:, 0] / geo.clamp_min(1e-30)).clamp(0, 1).view(height, width)
         return out
 
-    def _geometry_sums(self, samples: FaceSamples) -> tuple[Tensor, Tensor]:
-        """Per-pixel sums that depend only on the geometry (cached with the samples)."""
-        key = ("sums", id(samples))
-        if key not in self._cache:
-            P = samples.height * samples.width
-            w = torch.zeros(P, dtype=samples.weight.dtype, device=samples.weight.device)
+    @staticmethod
+    def _geometry_sums(geometry: dict) -> tuple[Tensor, Tensor]:
+        """[P] sum of the border weights and [P] pixels only one face sees (cached in ``geometry``)."""
+        if "sums" not in geometry:
+            samples = geometry["samples"]
+            w = torch.zeros(samples.height * samples.width, dtype=samples.weight.dtype, device=samples.weight.device)
             w.index_add_(0, samples.erp_index, samples.weight)
-            self._cache[key] = (w, samples.coverage().view(-1) < 2)
-        return self._cache[key]
+            geometry["sums"] = (w, samples.coverage().view(-1) < 2)
+        return geometry["sums"]

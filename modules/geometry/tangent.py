@@ -256,13 +256,16 @@ class FaceSamples:
         """Samples grouped by face for one batched grid_sample: grid [F, 1, Nmax, 2], slot [N] (position of each
         sample in the flattened [F, Nmax] layout)."""
         face = self.face_index
-        order = torch.sort(face, stable=True).indices
         counts = torch.bincount(face, minlength=self.num_faces)
         starts = torch.cumsum(counts, 0) - counts
         n_max = int(counts.max()) if face.numel() else 0
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(face.numel(), device=face.device)
-        slot = face * n_max + (rank - starts[face])
+        position = torch.arange(face.numel(), device=face.device)
+        if face.numel() > 1 and not bool((face[1:] >= face[:-1]).all()):  # not face-major: rank within each face
+            order = torch.sort(face, stable=True).indices
+            rank = torch.empty_like(order)
+            rank[order] = position
+            position = rank
+        slot = face * n_max + (position - starts[face])
         grid = torch.zeros(self.num_faces * n_max, 2, dtype=self.face_xy.dtype, device=face.device)
         grid[slot] = self.face_xy
         return grid.view(self.num_faces, 1, n_max, 2), slot, counts
