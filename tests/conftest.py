@@ -24,6 +24,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine two threads wait on each other per op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_scene(folder: Path, seed: int, height: int) -> Path:
     """A procedural room as the CLI writes it: folder/rgb.png + folder/distance.npy. Returns the rgb path."""
     rgb, distance = render_erp(make_room(seed), height)

@@ -16,14 +16,6 @@ from modules.geo_predictors.tiny_configs import tiny_predictor_kwargs
 from modules.modes.common import build_pipeline, write_panorama_outputs
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models are far faster single-threaded on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(predictor: str, variant: str) -> dict:
     return {**tiny_predictor_kwargs(predictor, variant), "variant": variant}
 
@@ -36,7 +28,7 @@ def tiny(predictor: str, variant: str) -> dict:
         ("joint", {"midas": tiny("midas_v31", "beit_large_512"), "depth_anything": tiny("depth_anything_v2", "large")}),
     ],
 )
-def test_tiny_networks_through_the_pipeline(compose_cfg, tiny_scene, tmp_path, one_thread, predictor, nested):
+def test_tiny_networks_through_the_pipeline(compose_cfg, tiny_scene, tmp_path, one_cpu_thread, predictor, nested):
     cfg = compose_cfg([f"predictor={predictor}", f"paths.output_dir={tmp_path}", "projection.face_size=48",
                        "predictor.batch_size=7" if predictor != "joint" else "predictor.midas.batch_size=7"])
     for key, values in nested.items():

@@ -27,14 +27,7 @@ from modules.geo_predictors.midas import MidasPredictor
 from modules.geo_predictors.tiny_configs import tiny_predictor_kwargs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine two threads wait on each other per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 def _load_tool(name):
     path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"

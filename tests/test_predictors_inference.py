@@ -8,16 +8,9 @@ from modules.geo_predictors.depth_anything import DepthAnythingV2Predictor
 from modules.geo_predictors.midas import MidasPredictor
 from modules.geo_predictors.tiny_configs import tiny_predictor_kwargs
 
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
 CASES = [(MidasPredictor, "beit_large_512"), (MidasPredictor, "swin2_tiny_256"), (DepthAnythingV2Predictor, "small")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine two threads wait on each other per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny(cls, variant, **extra):

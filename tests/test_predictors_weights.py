@@ -8,6 +8,8 @@ from modules.geo_predictors import weights as W
 from modules.geo_predictors.midas import MidasPredictor
 from modules.geo_predictors.tiny_configs import tiny_predictor_kwargs
 
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
 SPEC = W.WeightsSpec(
     predictor="midas_v31",
     variant="beit_large_512",
@@ -16,15 +18,6 @@ SPEC = W.WeightsSpec(
     upstream_file="dpt_beit_large_512.pt",
     upstream_url="https://github.com/isl-org/MiDaS/releases/download/v3_1/dpt_beit_large_512.pt",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine two threads wait on each other per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

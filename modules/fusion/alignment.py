@@ -87,6 +87,45 @@ def overlap_pairs(samples: FaceSamples, mode: str = "all") -> tuple[Tensor, Tens
     return torch.cat(firsts), torch.cat(seconds)
 
 
+def overlap_samples(
+    pred: FacePredictions, sample_height: int, weight_power: float, mode: str = "all"
+) -> tuple[FaceSamples, Tensor, Tensor]:
+    """Pixel-major overlap samples of ``pred``'s cameras at ``sample_height`` (float64) and their pairs."""
+    cams64 = pred.cameras.to(pred.disparity.device, torch.float64)
+    samples = erp_face_samples(cams64, sample_height, 2 * sample_height, weight_power).sorted_by_pixel()
+    return (samples, *overlap_pairs(samples, mode))
+
+
+def overlap_observations(pred: FacePredictions, samples: FaceSamples, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Each sample's disparity [N] (float64) and each pair's weight [M]: the two border weights and predictor
+    confidences (geometric mean) times the pixel's solid angle (ERP rows near the poles are oversampled)."""
+    values = sample_faces(torch.stack((pred.disparity, pred.confidence), 1).double(), samples)
+    disp, conf = values[:, 0], values[:, 1].clamp(0, 1)
+    H = samples.height
+    solid = erp_pixel_solid_angle(H, 2 * H, dtype=torch.float64, device=disp.device)[:, 0]
+    row = torch.div(samples.erp_index, 2 * H, rounding_mode="floor")
+    w_sample = samples.weight * conf
+    return disp, torch.sqrt(w_sample[a] * w_sample[b]) * solid[row[a]] / solid.max()
+
+
+def huber_weights(est_a: Tensor, est_b: Tensor, use: Tensor, huber_k: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Robust reweighting of pair residuals, relative to the local inverse distance.
+
+    Args:
+        est_a, est_b: [M] the two faces' current inverse distance at each pair's pixel; use: [M] bool.
+    Returns:
+        robust [M] Huber weights (threshold ``huber_k`` x 1.4826 x median |relative residual|), m [M] the local
+        inverse-distance level ((|a| + |b|) / 2) and sigma (0-dim, the robust residual scale).
+    """
+    m = 0.5 * (est_a.abs() + est_b.abs())
+    use = use & (m > 0)
+    rel = torch.where(use, (est_a - est_b) / m.clamp_min(1e-30), torch.zeros_like(m))
+    sigma = 1.4826 * rel[use].abs().median().clamp_min(1e-12) if bool(use.any()) else rel.new_tensor(1.0)
+    t = huber_k * sigma
+    robust = torch.where(rel.abs() <= t, torch.ones_like(rel), t / rel.abs().clamp_min(1e-30))
+    return torch.where(use, robust, torch.zeros_like(robust)), m, sigma
+
+
 def _solve_gauged(M: Tensor, gauge: Tensor, ridge: float) -> Tensor:
     """argmin x^T M x subject to gauge . x = 1, with a small ridge for faces without overlaps. Float64."""
     n = M.shape[0]
@@ -142,10 +181,7 @@ class GlobalAffineAlignment(Alignment):
         cams = pred.cameras
         key = (cams.R_world_from_face.data_ptr(), cams.num_faces, cams.size, str(pred.disparity.device))
         if key not in self._cache:
-            cams64 = cams.to(pred.disparity.device, torch.float64)
-            samples = erp_face_samples(cams64, self.sample_height, 2 * self.sample_height, self.weight_power)
-            samples = samples.sorted_by_pixel()
-            first, second = overlap_pairs(samples)
+            samples, first, second = overlap_samples(pred, self.sample_height, self.weight_power)
             fa, fb = samples.face_index[first], samples.face_index[second]
             types, pair_type = torch.unique(fa * cams.num_faces + fb, return_inverse=True)
             ta, tb = types // cams.num_faces, types % cams.num_faces
@@ -159,17 +195,10 @@ class GlobalAffineAlignment(Alignment):
         """Returns scale [F], shift [F], keep [F] bool (float64 / bool) and a report."""
         samples, a, b, pair_type, (block_rows, block_cols, num_types) = self._samples(pred)
         Fn = pred.cameras.num_faces
-        values = sample_faces(torch.stack((pred.disparity, pred.confidence), 1).double(), samples)
-        disp, conf = values[:, 0], values[:, 1].clamp(0, 1)
+        disp, w_pair = overlap_observations(pred, samples, a, b)
         c, face = samples.cos_axis, samples.face_index
         dev = c.device
-        # the pixel's solid angle: ERP rows near the poles are oversampled
-        H = samples.height
-        solid = erp_pixel_solid_angle(H, 2 * H, dtype=torch.float64, device=dev)[:, 0]
-        row = torch.div(samples.erp_index, 2 * H, rounding_mode="floor")
-        w_sample = samples.weight * conf
         fa, fb = face[a], face[b]
-        w_pair = torch.sqrt(w_sample[a] * w_sample[b]) * solid[row[a]] / solid.max()
         # each pair's row of the design matrix over (s_fa, t_fa, s_fb, t_fb)
         coef = torch.stack((c[a] * disp[a], c[a], -c[b] * disp[b], -c[b]), 1)  # [M, 4]
         finite = torch.isfinite(coef).all(1)
@@ -178,22 +207,16 @@ class GlobalAffineAlignment(Alignment):
         keep = torch.ones(Fn, dtype=torch.bool, device=dev)
         x = torch.zeros(2 * Fn, dtype=torch.float64, device=dev)
         x[0::2] = 1.0
-        robust = torch.ones_like(w_pair)
         sigma = None
         report: dict = {"pairs": int(a.numel()), "dropped_faces": []}
         for _attempt in range(Fn):
             for it in range(self.irls_iterations):
                 # current inverse distance of every sample (raw disparity on the first pass: only its scale matters)
                 est = c * disp if it == 0 else c * (x[2 * face] * disp + x[2 * face + 1])
-                ea, eb = est[a], est[b]
-                m = 0.5 * (ea.abs() + eb.abs())
-                use = finite & (m > 0) & keep[fa] & keep[fb]
-                rel = torch.where(use, (ea - eb) / m.clamp_min(1e-30), torch.zeros_like(m))
-                if it > 0:
-                    sigma = 1.4826 * rel[use].abs().median().clamp_min(1e-12)
-                    t = self.huber_k * sigma
-                    robust = torch.where(rel.abs() <= t, torch.ones_like(rel), t / rel.abs().clamp_min(1e-30))
-                w = torch.where(use, w_pair * robust / (m * m).clamp_min(1e-30), torch.zeros_like(m))
+                robust, m, sigma = huber_weights(est[a], est[b], finite & keep[fa] & keep[fb], self.huber_k)
+                if it == 0:
+                    robust = (robust > 0).to(robust.dtype)  # plain least squares on the first pass
+                w = w_pair * robust / (m * m).clamp_min(1e-30)
                 blocks = torch.zeros(num_types, 16, dtype=torch.float64, device=dev)
                 blocks.index_add_(0, pair_type, outer * w[:, None])
                 M = torch.zeros(2 * Fn, 2 * Fn, dtype=torch.float64, device=dev)

@@ -29,9 +29,7 @@ import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
-from ..geometry.spherical import erp_pixel_solid_angle
-from ..geometry.tangent import erp_face_samples, sample_faces
-from .alignment import Alignment, GlobalAffineAlignment, overlap_pairs
+from .alignment import Alignment, GlobalAffineAlignment, huber_weights, overlap_observations, overlap_samples
 from .faces import AlignedFaces, FacePredictions
 
 __all__ = ["GridAlignment", "grid_basis", "grid_laplacian"]
@@ -140,10 +138,7 @@ class GridAlignment(Alignment):
         cams = pred.cameras
         key = (cams.R_world_from_face.data_ptr(), cams.num_faces, cams.size, str(pred.disparity.device))
         if key not in self._cache:
-            cams64 = cams.to(pred.disparity.device, torch.float64)
-            samples = erp_face_samples(cams64, self.sample_height, 2 * self.sample_height, self.weight_power)
-            samples = samples.sorted_by_pixel()
-            a, b = overlap_pairs(samples, self.pairs)
+            samples, a, b = overlap_samples(pred, self.sample_height, self.weight_power, self.pairs)
             node_idx, node_w = grid_basis(samples.face_xy, self.grid_size)
             K = self.grid_size**2
             gnode = samples.face_index[:, None] * K + node_idx  # [N, 4] global node ids
@@ -162,17 +157,10 @@ class GridAlignment(Alignment):
         K = G * G
         n = 2 * Fn * K  # unknowns, interleaved: scale of node j at 2 j, shift at 2 j + 1
         dev = samples.erp_index.device
-        values = sample_faces(torch.stack((pred.disparity, pred.confidence), 1).double(), samples)
-        disp, conf = values[:, 0], values[:, 1].clamp(0, 1)
+        disp, w_pair = overlap_observations(pred, samples, a, b)
         c, face = samples.cos_axis, samples.face_index
-        H = samples.height
-        solid = erp_pixel_solid_angle(H, 2 * H, dtype=torch.float64, device=dev)[:, 0]
-        row = torch.div(samples.erp_index, 2 * H, rounding_mode="floor")
-        w_sample = samples.weight * conf
         fa, fb = face[a], face[b]
-        finite = torch.isfinite(disp[a]) & torch.isfinite(disp[b])
-        use_pair = keep[fa] & keep[fb] & finite
-        w_pair = torch.sqrt(w_sample[a] * w_sample[b]) * solid[row[a]] / solid.max()
+        use_pair = keep[fa] & keep[fb] & torch.isfinite(disp[a]) & torch.isfinite(disp[b])
         d0 = torch.nan_to_num(disp)
         coef = torch.cat((node_w * (c * d0)[:, None], node_w * c[:, None]), 1)  # [N, 8]
         pair_coef = torch.cat((coef[a], -coef[b]), 1).reshape(-1).cpu().numpy()
@@ -195,14 +183,8 @@ class GridAlignment(Alignment):
         sigma = None
         for it in range(self.irls_iterations):
             est = (coef * x[cols]).sum(1)  # [N] inverse distance of each sample under the current grids
-            ea, eb = est[a], est[b]
-            m = 0.5 * (ea.abs() + eb.abs())
-            ok = use_pair & (m > 0)
-            rel = torch.where(ok, (ea - eb) / m.clamp_min(1e-30), torch.zeros_like(m))
-            sigma = 1.4826 * rel[ok].abs().median().clamp_min(1e-12)
-            t = self.huber_k * sigma
-            robust = torch.where(rel.abs() <= t, torch.ones_like(rel), t / rel.abs().clamp_min(1e-30))
-            w = torch.where(ok, w_pair * robust / (m * m).clamp_min(1e-30), torch.zeros_like(m)).cpu().numpy()
+            robust, m, sigma = huber_weights(est[a], est[b], use_pair, self.huber_k)
+            w = (w_pair * robust / (m * m).clamp_min(1e-30)).cpu().numpy()
             per_node = float(w.sum()) / (Fn * K)  # regularisers scaled to the agreement term's total weight
             A_w = sp.csr_matrix((A.data * np.repeat(w, 16), A.indices, A.indptr), shape=A.shape)  # diag(w) A
             lhs = AT @ A_w + (self.smoothness * per_node) * L2 + sp.diags(self.anchor * per_node * anchor_diag)
