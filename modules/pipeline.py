@@ -108,6 +108,7 @@ class PanoramaPipeline:
         refine_height: ERP height at which the refinement is solved (its correction is upsampled to the output).
         device: where geometry and fusion run (``auto`` | ``cpu`` | ``cuda`` | ``mps``).
         scale: metric scale options (see :func:`apply_scale`); None: relative output with median 1.
+        preprocess: callable applied to the face images [F, 3, S, S] before prediction (None: none).
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class PanoramaPipeline:
         refine_height: int = 512,
         device: str = "cpu",
         scale: dict | None = None,
+        preprocess=None,
     ):
         self.projection = projection
         self.predictor = predictor
@@ -129,6 +131,7 @@ class PanoramaPipeline:
         self.refine_height = int(refine_height)
         self.device = resolve_device(device)
         self.scale = scale
+        self.preprocess = preprocess
         self._cameras = None
 
     def cameras(self, dtype: torch.dtype = torch.float32):
@@ -151,6 +154,8 @@ class PanoramaPipeline:
         with timer("projection", dev):
             cams = self.cameras()
             faces_rgb = erp_to_faces(rgb.to(dev, torch.float32)[None], cams)[0].clamp(0, 1)  # [F, 3, S, S]
+            if self.preprocess is not None:
+                faces_rgb = self.preprocess(faces_rgb)
         with timer("network", dev):
             self.predictor.begin_panorama(image_path, (H, W))
             disparity, confidence = self.predictor.predict_with_confidence(faces_rgb, cams)
@@ -204,10 +209,11 @@ class EquirectPipeline:
         device: where the post-processing runs.
         scale: metric scale options (see :func:`apply_scale`).
         fill_iterations: how far invalid pixels are filled from valid neighbours.
+        preprocess: callable applied to the padded image [1, 3, H, W'] before prediction (None: none).
     """
 
     def __init__(self, predictor: DepthPredictor, pad_fraction: float = 0.125, device: str = "cpu",
-                 scale: dict | None = None, fill_iterations: int = 512):
+                 scale: dict | None = None, fill_iterations: int = 512, preprocess=None):
         if not 0 <= pad_fraction <= 0.5:
             raise ValueError(f"pad_fraction must be in [0, 0.5], got {pad_fraction}")
         self.predictor = predictor
@@ -215,6 +221,7 @@ class EquirectPipeline:
         self.device = resolve_device(device)
         self.scale = scale
         self.fill_iterations = int(fill_iterations)
+        self.preprocess = preprocess
 
     def run(self, rgb: Tensor, image_path: str | None = None) -> PipelineResult:
         """rgb: [3, H, 2H] in [0, 1] -> distance and confidence [H, 2H]."""
@@ -230,6 +237,8 @@ class EquirectPipeline:
             x = rgb.to(dev, torch.float32)[None]
             if pad:
                 x = torch.cat((x[..., -pad:], x, x[..., :pad]), dim=-1)
+            if self.preprocess is not None:
+                x = self.preprocess(x)
         with timer("network", dev):
             self.predictor.begin_panorama(image_path, (H, W))
             disparity, confidence = self.predictor.predict_with_confidence(x, None)

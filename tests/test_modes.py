@@ -140,3 +140,33 @@ def test_render_dense_refuses_a_directory_without_distance(tmp_path):
     empty.mkdir()
     proc = run_cli(["mode=render_dense", f"mode.run_dir={empty}", f"hydra.run.dir={tmp_path / 'o'}"], tmp_path)
     assert proc.returncode == 2 and "distance.npy" in proc.stderr + proc.stdout
+
+
+def test_face_preprocessing_reaches_the_predictor(compose_cfg, tiny_scene, monkeypatch):
+    """preprocess.* is off by default; enabled, the predictor sees the enhanced faces."""
+    import torch
+
+    from modules.dataset.io import load_panorama
+    from modules.geo_predictors.synthetic import SyntheticPredictor
+    from modules.modes.common import build_pipeline
+
+    seen = []
+    original = SyntheticPredictor.predict_with_confidence
+
+    def spy(self, images, cameras=None):
+        seen.append(images.clone())
+        return original(self, images, cameras)
+
+    monkeypatch.setattr(SyntheticPredictor, "predict_with_confidence", spy)
+    rgb = load_panorama(tiny_scene)
+    for extra in ([], ["preprocess.config.gaussian_blur.enabled=true", "preprocess.config.gaussian_blur.sigma=2.0"]):
+        cfg = compose_cfg(["predictor=synthetic", "projection.face_size=32", "paths.output_dir=/tmp/unused", *extra])
+        build_pipeline(cfg).run(rgb, str(tiny_scene))
+    plain, blurred = seen
+    assert plain.shape == blurred.shape
+    # blurring lowers the faces' high-frequency energy
+    def hf(x):
+        return (x[..., 1:] - x[..., :-1]).abs().mean()
+
+    assert hf(blurred) < 0.8 * hf(plain)
+    assert torch.allclose(plain.mean(), blurred.mean(), atol=0.02)

@@ -40,6 +40,7 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
         refine_height=cfg.fusion.refine_height,
         device=cfg.runtime.device,
         scale=OmegaConf.to_container(cfg.scale, resolve=True),
+        preprocess=instantiate(cfg.preprocess, _convert_="all"),
     )
 
 

@@ -20,6 +20,7 @@ def build_equirect(cfg: DictConfig, predictor=None) -> EquirectPipeline:
         device=cfg.runtime.device,
         scale=OmegaConf.to_container(cfg.scale, resolve=True),
         fill_iterations=cfg.fusion.blender.fill_iterations,
+        preprocess=instantiate(cfg.preprocess, _convert_="all"),
     )
 
 

@@ -40,10 +40,12 @@ def camera_intrinsics(cam: DictConfig, image_path: str, width: int, height: int)
     return intrinsics_from_fov(width, height, cam.default_hfov_deg, source="default_fov")
 
 
-def predict_depth(predictor, rgb: torch.Tensor, image_path: str, fill_iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_depth(predictor, rgb: torch.Tensor, image_path: str, fill_iterations: int,
+                  preprocess=None) -> tuple[torch.Tensor, torch.Tensor]:
     """rgb [3, H, W] -> depth [H, W] (median 1, holes filled) and confidence [H, W]."""
     predictor.begin_panorama(image_path, tuple(rgb.shape[1:]))
-    disparity, confidence = predictor.predict_with_confidence(rgb[None].to(predictor.device), None)
+    image = rgb[None].to(predictor.device)
+    disparity, confidence = predictor.predict_with_confidence(image if preprocess is None else preprocess(image), None)
     disp, conf = disparity[0].float().cpu(), confidence[0].float().cpu().clamp(0, 1)
     valid = torch.isfinite(disp) & (disp > 0)
     if not bool(valid.any()):
@@ -63,7 +65,8 @@ def run(cfg: DictConfig) -> int:
     timer = StageTimer()
     predictor = instantiate(cfg.predictor)
     with timer("network"):
-        depth, confidence = predict_depth(predictor, rgb, image_path, cfg.fusion.blender.fill_iterations)
+        depth, confidence = predict_depth(predictor, rgb, image_path, cfg.fusion.blender.fill_iterations,
+                                          instantiate(cfg.preprocess, _convert_="all"))
     factor = 1.0 if cfg.scale.factor is None else float(cfg.scale.factor)
     depth = depth * factor
     out = Path(cfg.paths.output_dir)
