@@ -128,19 +128,16 @@ class Blender:
         samples = geometry["samples"]
         inv = faces.inv_distance
         q = faces.valid.to(inv.dtype) * faces.confidence.clamp(0, 1)  # how much each face pixel counts
-        log_inv = torch.log(torch.where(faces.valid, inv, torch.ones_like(inv)))
         # premultiplied channels: bilinear sampling then acts as normalised convolution (invalid pixels drop out)
-        maps = torch.stack((q, q * inv, q * log_inv, q * log_inv * log_inv), 1)  # [F, 4, S, S]
-        vals = sample_faces(maps, samples) * samples.weight[:, None]  # [N, 4]
-        P = height * width
-        acc = torch.zeros(P, 4, dtype=vals.dtype, device=vals.device).index_add_(0, samples.erp_index, vals)
+        maps = torch.stack((q, q * inv, q * inv * inv), 1)  # [F, 3, S, S]
+        acc = self._splat(maps, geometry)  # [3, P] weighted sums over the faces seeing each pixel
         geo, seen_once = self._geometry_sums(geometry)  # [P] border-weight sum, [P] pixels only one face sees
-        q_sum = acc[:, 0]
+        q_sum = acc[0]
         tiny = torch.finfo(q_sum.dtype).tiny
         valid = q_sum > 1e-6 * geo.clamp_min(tiny)
-        inv_blend = acc[:, 1] / q_sum.clamp_min(tiny)
-        mean_log = acc[:, 2] / q_sum.clamp_min(tiny)
-        var_log = (acc[:, 3] / q_sum.clamp_min(tiny) - mean_log * mean_log).clamp_min(0)
+        inv_blend = acc[1] / q_sum.clamp_min(tiny)
+        # spread of the faces' inverse distances relative to their mean (~ std of log inverse distance)
+        var_log = (acc[2] / q_sum.clamp_min(tiny) / (inv_blend * inv_blend).clamp_min(tiny) - 1.0).clamp_min(0)
         agreement = torch.exp(-var_log / (self.agreement_tau**2))
         agreement = torch.where(seen_once, torch.full_like(agreement, self.single_face_confidence), agreement)
         valid = valid & torch.isfinite(inv_blend) & (inv_blend > 0)
@@ -203,6 +200,29 @@ class Blender:
             out[f"g{axis}"] = (acc[:, 1] / acc[:, 0].clamp_min(1e-30)).view(height, width)
             out[f"w{axis}"] = (acc[:, 0] / geo.clamp_min(1e-30)).clamp(0, 1).view(height, width)
         return out
+
+    @staticmethod
+    def _splat(maps: Tensor, geometry: dict) -> Tensor:
+        """Sum over faces of border weight x (bilinear sample of ``maps`` [F, C, S, S]) at every ERP pixel -> [C, P].
+
+        One grid_sample over the samples grouped by face (padded to equal length), one index_add into the pixels;
+        padding slots land in a dummy pixel that is dropped.
+        """
+        samples = geometry["samples"]
+        if "padded" not in geometry:
+            grid, slot, _ = samples._grid
+            P = samples.height * samples.width
+            erp = torch.full((grid.shape[0] * grid.shape[2],), P, dtype=torch.long, device=grid.device)
+            erp[slot] = samples.erp_index
+            w = torch.zeros(erp.shape, dtype=samples.weight.dtype, device=grid.device)
+            w[slot] = samples.weight
+            geometry["padded"] = (grid, erp, w.view(grid.shape[0], 1, -1), P)
+        grid, erp, w, P = geometry["padded"]
+        Fn, C = maps.shape[:2]
+        out = F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+        out = (out.view(Fn, C, -1) * w).transpose(0, 1).reshape(C, -1)
+        acc = torch.zeros(C, P + 1, dtype=maps.dtype, device=maps.device).index_add_(1, erp, out)
+        return acc[:, :P]
 
     @staticmethod
     def _geometry_sums(geometry: dict) -> tuple[Tensor, Tensor]:
