@@ -2,7 +2,8 @@
 
 Every ERP pixel takes the weighted mean of the inverse distance of every face that sees it (weights fall to zero at
 face borders, times the predictors' confidence). Its confidence measures how well the faces agree there:
-``exp(-(std of log inverse distance across faces / agreement_tau)^2)`` times the blended predictor confidence;
+``exp(-(relative spread of the faces' inverse distances / agreement_tau)^2)`` (the weighted std over the mean,
+about the std of log inverse distance) times the blended predictor confidence;
 a pixel seen by a single face gets ``single_face_confidence`` instead of an agreement. Pixels that no face sees
 with a valid value are filled from their neighbours (repeated 3x3 averaging, longitude wrapping) and get confidence 0.
 """
