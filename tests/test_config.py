@@ -1,6 +1,5 @@
 """Every config group composes and every `_target_` in it instantiates."""
 
-from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate

@@ -144,7 +144,7 @@ def test_sample_weights_fall_to_zero_at_face_borders():
 
 def test_face_crop_matches_py360convert():
     py360convert = pytest.importorskip("py360convert")
-    H, W = 256, 512
+    H = 256
     img = smooth_image(H)
     for lon_deg, lat_deg in [(30.0, 20.0), (-120.0, -35.0), (179.0, 0.0)]:
         ref = py360convert.e2p(

@@ -3,7 +3,6 @@ cut edges, poles, deflation of cut-off parts, errors and the Hydra configs."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

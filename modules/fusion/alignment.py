@@ -20,7 +20,6 @@ positive are marked invalid.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import Tensor

@@ -126,7 +126,6 @@ class Blender:
     def blend(self, faces: AlignedFaces, height: int, width: int) -> tuple[Tensor, Tensor]:
         """Returns distance [H, W] (positive, finite) and confidence [H, W] in [0, 1]."""
         geometry = self._geometry(faces, height, width)
-        samples = geometry["samples"]
         inv = faces.inv_distance
         q = faces.valid.to(inv.dtype) * faces.confidence.clamp(0, 1)  # how much each face pixel counts
         # premultiplied channels: bilinear sampling then acts as normalised convolution (invalid pixels drop out)
