@@ -193,3 +193,17 @@ def test_rotated_copies_move_face_borders_into_other_faces():
     cam = torch.einsum("fij,ni->fnj", R, pole)[:, 0]  # [F, 3] pole in each face's camera
     xn = (cam[:, :2].abs().amax(-1) / cam[:, 2] / cams.tan_half_fov).where(cam[:, 2] > 0, torch.tensor(9.0, dtype=torch.float64))
     assert xn[:20].min() > 0.3 and xn[20:].min() < 0.3
+
+
+@pytest.mark.parametrize("projection", [IcosahedronProjection(0, 16), IcosahedronProjection(1, 16), CubemapProjection(16, 1.2)])
+def test_face_samples_match_a_brute_force_search(projection):
+    """The per-face row window is only a shortcut: the samples are exactly the pixels strictly inside each image."""
+    cams = projection.cameras(dtype=torch.float64)
+    H, W = 48, 96
+    s = erp_face_samples(cams, H, W)
+    d = erp_directions(H, W, dtype=torch.float64).reshape(-1, 3)
+    cam = torch.einsum("pi,fij->fpj", d, cams.R_world_from_face)  # [F, P, 3]
+    t = cams.tan_half_fov[:, None]
+    inside = (cam[..., 2] > 0) & (cam[..., 0].abs() < t * cam[..., 2]) & (cam[..., 1].abs() < t * cam[..., 2])
+    face, pixel = torch.nonzero(inside, as_tuple=True)
+    assert torch.equal(s.face_index, face) and torch.equal(s.erp_index, pixel)

@@ -283,17 +283,23 @@ def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_po
     """
     R = cameras.R_world_from_face
     device, dtype = R.device, R.dtype
-    dirs = erp_directions(height, width, device, dtype).reshape(-1, 3)  # [P, 3]
+    dirs = erp_directions(height, width, device, dtype)  # [H, W, 3]
     t = cameras.tan_half_fov
+    # rows that can hold the face: the square image lies inside the cone reaching its corners
+    axis_lat = torch.asin((-R[:, 1, 2]).clamp(-1, 1))
+    corner = torch.atan(math.sqrt(2.0) * t)
+    top = ((0.5 - (axis_lat + corner).clamp(max=math.pi / 2) / math.pi) * height - 1).floor().clamp(min=0)
+    bottom = ((0.5 - (axis_lat - corner).clamp(min=-math.pi / 2) / math.pi) * height + 1).ceil().clamp(max=height)
     faces, pixels, xs, ys, zs = [], [], [], [], []
     for f in range(cameras.num_faces):  # one face at a time keeps memory at O(P), not O(P F)
-        cam = dirs @ R[f]  # [P, 3] = R^T d for every pixel
+        v0, v1 = int(top[f]), int(bottom[f])
+        cam = dirs[v0:v1].reshape(-1, 3) @ R[f]  # [rows * W, 3] = R^T d for every pixel of those rows
         z = cam[:, 2]
         x_lim = t[f] * z
         inside = (z > 0) & (cam[:, 0].abs() < x_lim) & (cam[:, 1].abs() < x_lim)
         idx = torch.nonzero(inside, as_tuple=True)[0]
         c = cam[idx]
-        pixels.append(idx)
+        pixels.append(idx + v0 * width)
         faces.append(torch.full_like(idx, f))
         xs.append(c[:, 0] / (c[:, 2] * t[f]))
         ys.append(c[:, 1] / (c[:, 2] * t[f]))
