@@ -22,7 +22,7 @@ from torch import Tensor
 from .errors import UserError
 from .export.scale import metric_scale
 from .fusion.alignment import Alignment
-from .fusion.blending import Blender
+from .fusion.blending import Blender, fill_holes
 from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
 from .geo_predictors.base import DepthPredictor, resolve_device
@@ -31,7 +31,7 @@ from .geometry.tangent import erp_to_faces
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "apply_scale"]
+__all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "apply_scale", "invert_disparity"]
 
 
 class StageTimer:
@@ -94,6 +94,27 @@ def apply_scale(distance: Tensor, scale: dict | None = None) -> tuple[Tensor, di
     result = metric_scale(out, camera_height=scale.get("camera_height"), factor=scale.get("factor"),
                           floor=scale.get("floor"), relative="keep", generator=generator)
     return out * result.factor, result.info
+
+
+def invert_disparity(
+    disparity: Tensor, confidence: Tensor, fill_iterations: int, source: str | None
+) -> tuple[Tensor, Tensor]:
+    """One image's disparity taken as 1 / distance (or 1 / depth) with its shift unknown (0).
+
+    Args:
+        disparity, confidence: [H, W].
+        fill_iterations: how far invalid (non-finite or non-positive) pixels are filled from valid neighbours.
+        source: the input file, for the error message.
+    Returns:
+        distance [H, W] (positive, holes filled) and confidence [H, W] (0 where the disparity was invalid).
+    Raises:
+        UserError: no pixel has a positive disparity.
+    """
+    valid = torch.isfinite(disparity) & (disparity > 0)
+    if not bool(valid.any()):
+        raise UserError(f"{source}: the predictor returned no positive disparity")
+    distance = fill_holes(torch.where(valid, 1.0 / disparity, torch.zeros_like(disparity)), valid, fill_iterations)
+    return distance, torch.where(valid, confidence.clamp(0, 1), torch.zeros_like(confidence))
 
 
 class PanoramaPipeline:
@@ -225,8 +246,6 @@ class EquirectPipeline:
 
     def run(self, rgb: Tensor, image_path: str | None = None) -> PipelineResult:
         """rgb: [3, H, 2H] in [0, 1] -> distance and confidence [H, 2H]."""
-        from .fusion.blending import fill_holes
-
         if rgb.dim() != 3 or rgb.shape[0] != 3 or rgb.shape[2] != 2 * rgb.shape[1]:
             raise ValueError(f"expected an ERP image [3, H, 2H], got {tuple(rgb.shape)}")
         H, W = rgb.shape[1:]
@@ -243,13 +262,9 @@ class EquirectPipeline:
             self.predictor.begin_panorama(image_path, (H, W))
             disparity, confidence = self.predictor.predict_with_confidence(x, None)
         with timer("blending", dev):
-            inv = disparity[0, :, pad:pad + W].to(dev, torch.float32)
-            conf = confidence[0, :, pad:pad + W].to(dev, torch.float32).clamp(0, 1)
-            valid = torch.isfinite(inv) & (inv > 0)
-            if not bool(valid.any()):
-                raise UserError(f"{image_path}: the predictor returned no positive disparity for this panorama")
-            distance = fill_holes(torch.where(valid, 1.0 / inv, torch.zeros_like(inv)), valid, self.fill_iterations)
-            conf = torch.where(valid, conf, torch.zeros_like(conf))
+            distance, conf = invert_disparity(disparity[0, :, pad:pad + W].to(dev, torch.float32),
+                                              confidence[0, :, pad:pad + W].to(dev, torch.float32),
+                                              self.fill_iterations, image_path)
         with timer("scale", dev):
             distance, scale_info = apply_scale(distance, self.scale)
         return PipelineResult(distance.float(), conf, None, timer.seconds,

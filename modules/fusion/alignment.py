@@ -178,7 +178,7 @@ class GlobalAffineAlignment(Alignment):
         """Overlap samples and pairs at ``sample_height`` (cached per camera set): samples (pixel-major), first,
         second [M], the pair's face-pair type [M] and, per type, the (row, col) of its 4 x 4 normal-matrix block."""
         cams = pred.cameras
-        key = (cams.R_world_from_face.data_ptr(), cams.num_faces, cams.size, str(pred.disparity.device))
+        key = cams.cache_key()
         if key not in self._cache:
             samples, first, second = overlap_samples(pred, self.sample_height, self.weight_power)
             fa, fb = samples.face_index[first], samples.face_index[second]

@@ -110,7 +110,7 @@ class Blender:
         """Everything that depends only on the cameras and the ERP size, cached for repeated panoramas: the samples
         and, computed on first use, per-pixel sums and edge geometry."""
         cams = faces.cameras
-        key = (cams.R_world_from_face.data_ptr(), cams.num_faces, cams.size, height, width, str(faces.inv_distance.device))
+        key = (*cams.cache_key(), height, width)
         if key not in self._cache:
             if len(self._cache) >= 8:  # a few sizes (output, refinement) of a few camera sets; drop the oldest
                 self._cache.pop(next(iter(self._cache)))
@@ -166,8 +166,16 @@ class Blender:
         samples = geometry["samples"]
         if "edges" not in geometry:
             cams = faces.cameras.to(samples.face_xy.device, samples.face_xy.dtype)
-            geometry["edges"] = edge_geometry(samples, cams.tan_half_fov, cams.R_world_from_face)
+            edges = edge_geometry(samples, cams.tan_half_fov, cams.R_world_from_face)
+            # the samples moved to the edge midpoints (their grouped sampling layout is then cached with them)
+            edges["midpoints"] = {
+                axis: FaceSamples(samples.erp_index, samples.face_index, edges[f"mid_{axis}"], samples.cos_axis,
+                                  samples.weight, height, width, samples.num_faces)
+                for axis in ("x", "y")
+            }
+            geometry["edges"] = edges
         edges = geometry["edges"]
+        geo, _ = self._geometry_sums(geometry)
         inv, valid = faces.inv_distance, faces.valid
         S = inv.shape[-1]
         log_d = -torch.log(torch.where(valid, inv, torch.ones_like(inv)))  # [F, S, S] log-distance
@@ -184,9 +192,7 @@ class Blender:
         P = height * width
         out = {"log_distance": torch.log(distance), "confidence": confidence}
         for axis in ("x", "y"):
-            moved = FaceSamples(samples.erp_index, samples.face_index, edges[f"mid_{axis}"], samples.cos_axis,
-                                samples.weight, height, width, samples.num_faces)
-            vals = sample_faces(maps, moved)  # [N, 3] at the edge midpoints
+            vals = sample_faces(maps, edges["midpoints"][axis])  # [N, 3] at the edge midpoints
             q_mid = vals[:, 0]
             grad = vals[:, 1:] / q_mid.clamp_min(1e-12)[:, None]
             diff = (grad * edges[f"step_{axis}"]).sum(1)
@@ -196,7 +202,6 @@ class Blender:
             diff = torch.where(usable, diff, torch.zeros_like(diff))
             acc = torch.zeros(P, 2, dtype=w.dtype, device=w.device)
             acc.index_add_(0, samples.erp_index, torch.stack((w, w * diff), 1))
-            geo, _ = self._geometry_sums(geometry)
             out[f"g{axis}"] = (acc[:, 1] / acc[:, 0].clamp_min(1e-30)).view(height, width)
             out[f"w{axis}"] = (acc[:, 0] / geo.clamp_min(1e-30)).clamp(0, 1).view(height, width)
         return out

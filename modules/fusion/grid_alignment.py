@@ -136,7 +136,7 @@ class GridAlignment(Alignment):
     def _geometry(self, pred: FacePredictions):
         """Cached per camera set: samples, pairs, each sample's 8 unknown columns, the pairs' sparse pattern."""
         cams = pred.cameras
-        key = (cams.R_world_from_face.data_ptr(), cams.num_faces, cams.size, str(pred.disparity.device))
+        key = cams.cache_key()
         if key not in self._cache:
             samples, a, b = overlap_samples(pred, self.sample_height, self.weight_power, self.pairs)
             node_idx, node_w = grid_basis(samples.face_xy, self.grid_size)

@@ -68,6 +68,11 @@ class TangentCameras:
         """[F] focal length in pixels."""
         return (self.size / 2.0) / self.tan_half_fov
 
+    def cache_key(self) -> tuple:
+        """Identifies this camera set (same tensor, count, size, device) for caches of derived geometry."""
+        R = self.R_world_from_face
+        return (R.data_ptr(), self.num_faces, self.size, str(R.device))
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TangentCameras":
         return TangentCameras(
             self.R_world_from_face.to(device=device, dtype=dtype),

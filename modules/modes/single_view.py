@@ -22,9 +22,8 @@ from ..export.depth_files import write_distance_png, write_json, write_npy, writ
 from ..export.mesh import perspective_grid_mesh
 from ..export.mesh_io import write_mesh_fbx, write_mesh_glb, write_mesh_obj, write_mesh_ply
 from ..export.pointcloud import write_point_cloud_ply
-from ..fusion.blending import fill_holes
 from ..geometry.pinhole import PinholeIntrinsics, depth_to_points, intrinsics_from_exif, intrinsics_from_fov, intrinsics_from_params
-from ..pipeline import StageTimer
+from ..pipeline import StageTimer, invert_disparity
 from .common import configure_runtime
 
 log = logging.getLogger(__name__)
@@ -46,12 +45,8 @@ def predict_depth(predictor, rgb: torch.Tensor, image_path: str, fill_iterations
     predictor.begin_panorama(image_path, tuple(rgb.shape[1:]))
     image = rgb[None].to(predictor.device)
     disparity, confidence = predictor.predict_with_confidence(image if preprocess is None else preprocess(image), None)
-    disp, conf = disparity[0].float().cpu(), confidence[0].float().cpu().clamp(0, 1)
-    valid = torch.isfinite(disp) & (disp > 0)
-    if not bool(valid.any()):
-        raise UserError(f"{image_path}: the predictor returned no positive disparity")
-    depth = fill_holes(torch.where(valid, 1.0 / disp, torch.zeros_like(disp)), valid, fill_iterations)
-    return depth / depth.median(), torch.where(valid, conf, torch.zeros_like(conf))
+    depth, conf = invert_disparity(disparity[0].float().cpu(), confidence[0].float().cpu(), fill_iterations, image_path)
+    return depth / depth.median(), conf
 
 
 def run(cfg: DictConfig) -> int:
