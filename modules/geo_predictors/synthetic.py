@@ -8,9 +8,30 @@ way real networks err, independently per face:
 with s log-uniform in ``scale_range``, t uniform in ``shift_range``, ``field`` a smooth random field in [-1, 1] made of
 a few plane waves of ``warp_frequency`` cycles per face width, and n standard Gaussian noise. ``outlier_faces`` faces
 (chosen by the seed) are replaced by nonsense: a smooth random positive field unrelated to the scene, the way a
-network fails on a textureless or mirrored face. Everything is drawn from
-one ``torch.Generator`` seeded with ``seed`` and the face's index, so a face gets the same corruption whatever batch it
-arrives in. With scale_range [1, 1], shift_range [0, 0], warp_amplitude 0 and noise_std 0 it returns the exact truth.
+network fails on a textureless or mirrored face.
+
+Further error models, each standing for something real networks (MiDaS, Depth Anything) do (all off by default):
+
+* ``edge_blur`` (Gaussian sigma as a fraction of the face width): the true disparity is blurred before anything
+  else: networks smear depth edges (foreground bleeds into background over several pixels).
+* ``curve_strength``: a per-face monotone, non-affine map of disparity, ``d -> d_max (d / d_max) ** gamma`` with
+  ``log gamma`` uniform in [-curve_strength, curve_strength] (``d_max`` the face's largest true disparity), applied
+  before the scale and shift: networks compress or stretch the far range, differently in every image, so overlaps
+  disagree non-linearly.
+* ``infinity_distance``: pixels whose (blurred) true distance exceeds it, the sky (distance ``inf``) included,
+  predict raw disparity 0 whatever the face's shift: the networks' output floor for sky and very far content.
+  ``null``: the sky follows the face's affine map like any other pixel.
+* ``additive_noise``: Gaussian noise of std ``additive_noise x (p98 - p2 of the face's disparity)``, added last: a
+  noise floor that does not shrink where disparity does (far field, sky).
+* ``low_info_sky`` / ``low_info_warp``: faces whose central half (per axis) is at least ``low_info_sky`` sky see
+  little to go by (a few roof edges against the sky) and get a strong smooth multiplicative warp of amplitude
+  ``low_info_warp``: there the prediction is close to arbitrary. (Faces of a blank wall or floor are not modelled:
+  at icosahedron level 0 with the default padding no face sees only one plane.)
+
+Everything is drawn from ``torch.Generator`` objects seeded with ``seed`` and the face's index, so a face gets the same
+corruption whatever batch it arrives in (the models above draw from a second generator, so turning them on leaves
+the draws of the original ones unchanged). With scale_range [1, 1], shift_range [0, 0] and every amplitude 0 it
+returns the exact truth.
 
 This is how stitching quality is measured without network weights; it is never a depth estimator for real photos.
 """
@@ -64,6 +85,12 @@ class CorruptionConfig:
         noise_std: float = 0.0,
         outlier_faces: int = 0,
         seed: int = 0,
+        curve_strength: float = 0.0,
+        edge_blur: float = 0.0,
+        additive_noise: float = 0.0,
+        infinity_distance: float | None = None,
+        low_info_sky: float | None = None,
+        low_info_warp: float = 0.0,
     ):
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.shift_range = (float(shift_range[0]), float(shift_range[1]))
@@ -79,6 +106,17 @@ class CorruptionConfig:
         if self.outlier_faces < 0:
             raise ValueError(f"outlier_faces must be >= 0, got {outlier_faces}")
         self.seed = int(seed)
+        self.curve_strength = float(curve_strength)
+        self.edge_blur = float(edge_blur)
+        self.additive_noise = float(additive_noise)
+        self.infinity_distance = None if infinity_distance is None else float(infinity_distance)
+        self.low_info_sky = None if low_info_sky is None else float(low_info_sky)
+        self.low_info_warp = float(low_info_warp)
+        for name in ("curve_strength", "edge_blur", "additive_noise", "low_info_warp"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.infinity_distance is not None and not self.infinity_distance > 0:
+            raise ValueError(f"infinity_distance must be positive or null, got {infinity_distance}")
 
     def as_dict(self) -> dict:
         return {
@@ -90,7 +128,51 @@ class CorruptionConfig:
             "noise_std": self.noise_std,
             "outlier_faces": self.outlier_faces,
             "seed": self.seed,
+            "curve_strength": self.curve_strength,
+            "edge_blur": self.edge_blur,
+            "additive_noise": self.additive_noise,
+            "infinity_distance": self.infinity_distance,
+            "low_info_sky": self.low_info_sky,
+            "low_info_warp": self.low_info_warp,
         }
+
+
+def _smooth_field(g: torch.Generator, waves: int, frequency: float, xx: Tensor, yy: Tensor) -> Tensor:
+    """A sum of ``waves`` random plane waves of ``frequency`` cycles per face width, scaled to [-1, 1]. [S, S]."""
+    theta = torch.rand(waves, generator=g, dtype=torch.float64) * (2 * math.pi)
+    phase = torch.rand(waves, generator=g, dtype=torch.float64) * (2 * math.pi)
+    field = sum(
+        torch.sin(2 * math.pi * frequency * (xx * torch.cos(t) + yy * torch.sin(t)) + p) for t, p in zip(theta, phase)
+    )
+    return field / field.abs().max().clamp_min(1e-12)
+
+
+def _surface_median(d: Tensor) -> Tensor:
+    """Median of the positive disparities (the surfaces; the sky has 0), 0 if there are none."""
+    positive = d[d > 0]
+    return positive.median() if positive.numel() else d.new_zeros(())
+
+
+def _sky_fraction(d: Tensor) -> float:
+    """Fraction of the central half (per axis) of a face [S, S], the part the face is about, that is sky (true
+    disparity 0)."""
+    S = d.shape[-1]
+    centre = d[S // 4: S - S // 4, S // 4: S - S // 4]
+    return float((centre <= 0).double().mean())
+
+
+def _gaussian_blur(d: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of [S, S] with standard deviation ``sigma`` pixels (edges replicated)."""
+    if sigma <= 0:
+        return d
+    r = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=d.dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    img = F.pad(d[None, None], (r, r, r, r), mode="replicate")
+    img = F.conv2d(img, k.view(1, 1, 1, -1))
+    img = F.conv2d(img, k.view(1, 1, -1, 1))
+    return img[0, 0]
 
 
 class SyntheticPredictor(DepthPredictor):
@@ -136,8 +218,8 @@ class SyntheticPredictor(DepthPredictor):
     def _set_gt(self, path: Path, erp_hw: tuple[int, int] | None = None) -> None:
         if self._gt_source != path:
             arr = load_distance_map(path)
-            if not np.isfinite(arr).all() or (arr <= 0).any():
-                raise GroundTruthError(f"{path}: distance map has non-finite or non-positive values")
+            if np.isnan(arr).any() or (arr <= 0).any() or np.isneginf(arr).any():
+                raise GroundTruthError(f"{path}: distance map has NaN or non-positive values (+inf marks the sky)")
             self._gt = torch.from_numpy(arr).to(self._device)
             self._gt_source = path
         if erp_hw is not None and tuple(self._gt.shape) != tuple(erp_hw):
@@ -186,30 +268,46 @@ class SyntheticPredictor(DepthPredictor):
         yy, xx = torch.meshgrid(coords, coords, indexing="ij")
         for b in range(B):
             g = torch.Generator().manual_seed(c.seed * 1_000_003 + int(face_ids[b]))
+            g2 = torch.Generator().manual_seed(c.seed * 1_000_003 + int(face_ids[b]) + 7_919_000_017)
             u = torch.rand(2, generator=g, dtype=torch.float64)
             lo, hi = math.log(c.scale_range[0]), math.log(c.scale_range[1])
             scale = math.exp(lo + (hi - lo) * float(u[0]))
             shift = c.shift_range[0] + (c.shift_range[1] - c.shift_range[0]) * float(u[1])
             d = disparity[b].double().cpu()
-            value = scale * d + shift * d.median()
+            if c.edge_blur > 0:
+                d = _gaussian_blur(d, c.edge_blur * S)
+            curved = self._curve(d, g2)
+            value = scale * curved + shift * _surface_median(curved)
             if c.warp_amplitude != 0.0:
-                theta = torch.rand(c.warp_waves, generator=g, dtype=torch.float64) * (2 * math.pi)
-                phase = torch.rand(c.warp_waves, generator=g, dtype=torch.float64) * (2 * math.pi)
-                field = sum(
-                    torch.sin(2 * math.pi * c.warp_frequency * (xx * torch.cos(t) + yy * torch.sin(t)) + p)
-                    for t, p in zip(theta, phase)
-                )
-                field = field / field.abs().max().clamp_min(1e-12)
-                value = value * (1.0 + c.warp_amplitude * field)
+                value = value * (1.0 + c.warp_amplitude * _smooth_field(g, c.warp_waves, c.warp_frequency, xx, yy))
             if c.noise_std != 0.0:
                 noise = torch.randn(S, S, generator=g, dtype=torch.float64)
                 value = value * (1.0 + c.noise_std * noise)
+            if c.low_info_warp > 0 and c.low_info_sky is not None and _sky_fraction(d) >= c.low_info_sky:
+                value = value * (1.0 + c.low_info_warp * _smooth_field(g2, c.warp_waves, 1.0, xx, yy))
+            if c.infinity_distance is not None:
+                value = torch.where(d < 1.0 / c.infinity_distance, torch.zeros_like(value), value)
+            if c.additive_noise > 0:
+                finite = value[torch.isfinite(value)]
+                spread = float(torch.quantile(finite, 0.98) - torch.quantile(finite, 0.02)) if finite.numel() else 0.0
+                value = value + c.additive_noise * spread * torch.randn(S, S, generator=g2, dtype=torch.float64)
             if int(face_ids[b]) in outliers:
                 t = torch.rand(3, generator=g, dtype=torch.float64) * (2 * math.pi)
                 field = torch.sin(2 * math.pi * (xx * torch.cos(t[0]) + yy * torch.sin(t[0])) + t[1])
-                value = d.median() * (1.0 + 0.5 * field) * (0.5 + torch.rand(1, generator=g, dtype=torch.float64))
+                value = _surface_median(d) * (1.0 + 0.5 * field) * (0.5 + torch.rand(1, generator=g, dtype=torch.float64))
             out[b] = value.to(out)
         return out
+
+    def _curve(self, d: Tensor, g: torch.Generator) -> Tensor:
+        """The face's monotone non-affine disparity map (``curve_strength``); d: [S, S] float64."""
+        c = self.corruption
+        if c.curve_strength <= 0:
+            return d
+        gamma = math.exp(c.curve_strength * (2.0 * float(torch.rand(1, generator=g, dtype=torch.float64)) - 1.0))
+        top = d.max()
+        if not bool(top > 0):
+            return d
+        return top * (d.clamp_min(0) / top) ** gamma
 
     def predict(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
         if cameras is None:
