@@ -5,7 +5,8 @@
       -> gradient-domain refinement (optional, solved at refine_height, correction upsampled)
       -> scale (median 1 or metric)
 
-Stages are built from config (``hydra.utils.instantiate``) and passed in; this module only runs them.
+Stages are built from config by :func:`build_pipeline` (every stage ``hydra.utils.instantiate``-d from its group)
+and passed in; the pipeline classes only run them.
 """
 
 from __future__ import annotations
@@ -19,19 +20,24 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .device import resolve_device
 from .errors import UserError
-from .export.scale import metric_scale
 from .fusion.alignment import Alignment
 from .fusion.blending import Blender, fill_holes
 from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
-from .geo_predictors.base import DepthPredictor, resolve_device
+from .fusion.scale import apply_scale
+from .geo_predictors.base import DepthPredictor
+from .geometry.erp_maps import resize_map
 from .geometry.projections import TangentProjection
 from .geometry.tangent import erp_to_faces
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "apply_scale", "invert_disparity"]
+__all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "build_pipeline", "invert_disparity"]
 
 
 class StageTimer:
@@ -72,28 +78,6 @@ class PipelineResult:
     faces: AlignedFaces | None
     timings: dict[str, float]
     info: dict = field(default_factory=dict)
-
-
-def apply_scale(distance: Tensor, scale: dict | None = None) -> tuple[Tensor, dict]:
-    """Median-normalise, then make metric if asked.
-
-    Args:
-        distance: [H, W] positive.
-        scale: ``camera_height`` (metres; the floor is fitted below the camera), ``factor`` (multiplies the
-            median-1 map), ``floor`` (floor-fit options), ``seed`` (its RANSAC generator); None or neither key:
-            relative output with median 1.
-    Returns:
-        the scaled distance and a description for meta.json (``units`` relative / metres / given factor).
-    """
-    scale = dict(scale or {})
-    out = distance / distance[distance > 0].median()
-    if scale.get("camera_height") is None and scale.get("factor") is None:
-        return out, {"units": "relative", "method": "median",
-                     "note": "not metric: the median distance is 1; set scale.camera_height or scale.factor"}
-    generator = torch.Generator(device=out.device).manual_seed(int(scale.get("seed", 0)))
-    result = metric_scale(out, camera_height=scale.get("camera_height"), factor=scale.get("factor"),
-                          floor=scale.get("floor"), relative="keep", generator=generator)
-    return out * result.factor, result.info
 
 
 def invert_disparity(
@@ -201,8 +185,6 @@ class PanoramaPipeline:
 
     def _refine(self, aligned: AlignedFaces, distance: Tensor) -> tuple[Tensor, dict]:
         """Solve the refinement at ``refine_height`` and apply its (upsampled) correction to the full-size map."""
-        from .evaluation.evaluate import resize_map
-
         H, W = distance.shape
         h = min(H, self.refine_height)
         g = self.blender.log_gradients(aligned, h, 2 * h)
@@ -269,3 +251,21 @@ class EquirectPipeline:
             distance, scale_info = apply_scale(distance, self.scale)
         return PipelineResult(distance.float(), conf, None, timer.seconds,
                               {"scale": scale_info, "method": "equirect", "pad_columns": pad})
+
+
+def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
+    """The tangent pipeline with every stage instantiated from its config group (``_target_``).
+
+    ``predictor`` may be passed in to reuse a loaded model across panoramas.
+    """
+    return PanoramaPipeline(
+        projection=instantiate(cfg.projection),
+        predictor=predictor if predictor is not None else instantiate(cfg.predictor),
+        alignment=instantiate(cfg.alignment),
+        blender=instantiate(cfg.fusion.blender),
+        refinement=instantiate(cfg.refinement),
+        refine_height=cfg.fusion.refine_height,
+        device=cfg.runtime.device,
+        scale=OmegaConf.to_container(cfg.scale, resolve=True),
+        preprocess=instantiate(cfg.preprocess, _convert_="all"),
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ROOT / "modules"
@@ -28,15 +27,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("modes",),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
-
-#: (importer layer, imported layer) pairs that break the rule today; each is an xfail(strict) case below and is
-#: removed from this list by the change that fixes it
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    ("runtime", "modes"),  # runtime/worker.py, runtime/ray_executor.py -> modes/common.py
-    ("pipeline", "export"),  # pipeline.py -> export/scale.py (metric scale belongs to fusion)
-    ("pipeline", "evaluation"),  # pipeline.py -> evaluation/evaluate.resize_map (an ERP resampler: geometry)
-}
-
 
 def module_name(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")
@@ -104,23 +94,15 @@ def test_no_import_runs_up_a_layer():
     bad = [
         line
         for (a, b), lines in sorted(edges_between_layers().items())
-        if RANK.get(b, -1) > RANK.get(a, -1) and (a, b) not in KNOWN_VIOLATIONS
+        if RANK.get(b, -1) > RANK.get(a, -1)
         for line in lines
     ]
     assert not bad, "imports running up a layer:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("pair", sorted(KNOWN_VIOLATIONS), ids=lambda p: f"{p[0]}->{p[1]}")
-@pytest.mark.xfail(strict=True, reason="known layer violation, being removed (issue #11)")
-def test_known_violation_is_gone(pair):
-    assert pair not in edges_between_layers()
-
-
 def test_runtime_and_fusion_never_import_modes():
     edges = edges_between_layers()
     for importer in ("runtime", "fusion", "pipeline", "export"):
-        if (importer, "modes") in KNOWN_VIOLATIONS:
-            continue
         assert (importer, "modes") not in edges, f"modules/{importer} imports modules/modes: {edges[importer, 'modes']}"
 
 

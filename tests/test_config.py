@@ -45,7 +45,7 @@ def test_every_group_option_composes_and_instantiates(compose_cfg, group, option
 
 
 def test_default_config_builds_the_pipeline(compose_cfg, tiny_scene):
-    from modules.modes.common import build_pipeline
+    from modules.pipeline import build_pipeline
 
     cfg = compose_cfg(["paths.output_dir=/tmp/unused"])
     assert cfg.predictor._target_.endswith("JointPredictor")  # the product's default: both networks on every face

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from modules.evaluation.dataset import list_eval_pairs
-from modules.evaluation.evaluate import evaluate_pairs, resize_map
+from modules.evaluation.evaluate import evaluate_pairs
+from modules.geometry.erp_maps import resize_map
 from modules.evaluation.metrics import METRIC_NAMES
 from modules.evaluation.readers import READERS
 from modules.evaluation.report import summarize_metrics, write_per_image_csv, write_summary_json

@@ -16,7 +16,7 @@ from modules.export.dense import (
     load_run_distance,
     options_from,
 )
-from modules.export.mesh import InvalidDistanceError
+from modules.geometry.erp_maps import InvalidDistanceError
 from modules.export.mesh_io import assimp_read, read_ply
 from modules.export.splats import read_splats_ply
 from modules.geometry.spherical import erp_directions

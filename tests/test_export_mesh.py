@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from modules.export.mesh import (
-    InvalidDistanceError,
     Mesh,
     boundary_edges,
     decimate_mesh,
@@ -15,6 +14,7 @@ from modules.export.mesh import (
     mesh_edges,
     poisson_mesh,
 )
+from modules.geometry.erp_maps import InvalidDistanceError
 from modules.geometry.spherical import direction_to_lonlat, erp_directions
 
 

@@ -148,7 +148,7 @@ def test_face_preprocessing_reaches_the_predictor(compose_cfg, tiny_scene, monke
 
     from modules.dataset.io import load_panorama
     from modules.geo_predictors.synthetic import SyntheticPredictor
-    from modules.modes.common import build_pipeline
+    from modules.pipeline import build_pipeline
 
     seen = []
     original = SyntheticPredictor.predict_with_confidence

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from modules.dataset.io import load_panorama
 from modules.geo_predictors.tiny_configs import tiny_predictor_kwargs
-from modules.modes.common import build_pipeline, write_panorama_outputs
+from modules.export.outputs import write_panorama_outputs
+from modules.pipeline import build_pipeline
 
 
 def tiny(predictor: str, variant: str) -> dict:

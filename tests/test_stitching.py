@@ -7,7 +7,7 @@ import torch
 from modules.dataset.io import load_panorama
 from modules.evaluation.stitching import face_border_edges, seam_score
 from modules.geometry.projections import IcosahedronProjection
-from modules.modes.common import build_pipeline
+from modules.pipeline import build_pipeline
 
 AFFINE = ["predictor.corruption.scale_range=[0.5,2.0]", "predictor.corruption.shift_range=[-0.2,0.2]",
           "predictor.corruption.warp_amplitude=0", "predictor.corruption.noise_std=0"]

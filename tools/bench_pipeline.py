@@ -24,7 +24,8 @@ from PIL import Image
 from modules.config import PROJECT_ROOT, register_resolvers
 from modules.dataset.io import load_panorama
 from modules.dataset.synthetic_scene import make_room, render_erp
-from modules.modes.common import build_pipeline, write_panorama_outputs
+from modules.export.outputs import write_panorama_outputs
+from modules.pipeline import build_pipeline
 
 STAGES = ["projection", "alignment", "blending", "writing"]
 

@@ -23,7 +23,7 @@ from modules.config import PROJECT_ROOT, register_resolvers
 from modules.dataset.io import load_panorama
 from modules.dataset.synthetic_scene import make_room, render_erp
 from modules.evaluation.stitching import seam_score
-from modules.modes.common import build_pipeline
+from modules.pipeline import build_pipeline
 
 AFFINE = ["predictor.corruption.scale_range=[0.5,2.0]", "predictor.corruption.shift_range=[-0.2,0.2]"]
 FAMILIES = {

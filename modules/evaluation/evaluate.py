@@ -9,44 +9,17 @@ ground truth (distance for panoramas) unless ``pred_kind="disparity"`` is passed
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..geometry.erp_maps import resize_map
 from .dataset import EvalPair
 from .metrics import METRIC_NAMES, EvaluationError, compute_metrics
 from .readers import GroundTruth, GroundTruthError
 
-__all__ = ["resize_map", "evaluate_pairs"]
-
-
-def resize_map(x: Tensor, size: Sequence[int], erp: bool = True) -> Tensor:
-    """Bilinear resize of a map with pixel centres at ``(u + 0.5) / W`` (``align_corners=False`` semantics).
-
-    Args:
-        x: [H, W].
-        size: (H2, W2).
-        erp: wrap around in longitude (columns) instead of clamping at the left/right borders.
-    Returns:
-        [H2, W2], same dtype/device.
-    """
-    H2, W2 = int(size[0]), int(size[1])
-    if tuple(x.shape) == (H2, W2):
-        return x
-    H, W = x.shape
-    src = x[None, None].float() if not x.is_floating_point() else x[None, None]
-    if not erp:
-        return F.interpolate(src, size=(H2, W2), mode="bilinear", align_corners=False)[0, 0]
-    padded = torch.cat((src[..., -1:], src, src[..., :1]), dim=-1)  # [1, 1, H, W + 2]
-    u = (torch.arange(W2, device=x.device, dtype=src.dtype) + 0.5) * (W / W2) - 0.5 + 1.0  # padded column
-    v = (torch.arange(H2, device=x.device, dtype=src.dtype) + 0.5) * (H / H2) - 0.5
-    gx = (u + 0.5) / (W + 2) * 2.0 - 1.0
-    gy = (v + 0.5) / H * 2.0 - 1.0
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]  # [1, H2, W2, 2]
-    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+__all__ = ["evaluate_pairs"]
 
 
 def evaluate_pairs(

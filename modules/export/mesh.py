@@ -26,14 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from ..geometry.erp_maps import InvalidDistanceError, check_distance_map, valid_distance_mask
 from ..geometry.spherical import erp_directions
 
 __all__ = [
     "Mesh",
-    "InvalidDistanceError",
-    "valid_distance_mask",
-    "check_distance_map",
     "erp_grid_mesh",
     "perspective_grid_mesh",
     "discontinuity_mask",
@@ -46,10 +43,6 @@ __all__ = [
     "mesh_to_open3d",
     "mesh_from_open3d",
 ]
-
-
-class InvalidDistanceError(UserError, ValueError):
-    """A distance map that cannot be turned into geometry (wrong shape, no valid pixel)."""
 
 
 @dataclass(frozen=True)
@@ -73,36 +66,6 @@ class Mesh:
     @property
     def num_faces(self) -> int:
         return int(self.faces.shape[0])
-
-
-def valid_distance_mask(distance: Tensor) -> Tensor:
-    """[H, W] -> [H, W] bool: finite and strictly positive pixels."""
-    return torch.isfinite(distance) & (distance > 0)
-
-
-def check_distance_map(distance: Tensor, name: str = "distance") -> Tensor:
-    """Validate an ERP distance map and return its valid-pixel mask.
-
-    Args:
-        distance: [H, W] floating tensor; NaN, inf and values <= 0 mark invalid pixels.
-        name: how to call the map in error messages (e.g. a file path).
-    Returns:
-        [H, W] bool mask of valid pixels.
-    Raises:
-        InvalidDistanceError: not 2-D, not floating point, too small, or without a single valid pixel.
-    """
-    if not isinstance(distance, Tensor):
-        raise InvalidDistanceError(f"{name}: expected a torch.Tensor, got {type(distance).__name__}")
-    if distance.ndim != 2:
-        raise InvalidDistanceError(f"{name}: expected a 2-D [H, W] distance map, got shape {tuple(distance.shape)}")
-    if not distance.is_floating_point():
-        raise InvalidDistanceError(f"{name}: expected a floating-point distance map, got {distance.dtype}")
-    if distance.shape[0] < 2 or distance.shape[1] < 3:
-        raise InvalidDistanceError(f"{name}: distance map {tuple(distance.shape)} is too small (need H >= 2, W >= 3)")
-    valid = valid_distance_mask(distance)
-    if not bool(valid.any()):
-        raise InvalidDistanceError(f"{name}: no valid pixel (every value is NaN, inf or <= 0)")
-    return valid
 
 
 def _check_rgb(rgb: Tensor | None, shape: tuple[int, int]) -> None:

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..geometry.spherical import erp_lonlat_grid, lonlat_to_direction
 from .atomic import atomic_path
-from .mesh import check_distance_map, valid_distance_mask
+from ..geometry.erp_maps import check_distance_map, valid_distance_mask
 
 __all__ = [
     "SH_C0",

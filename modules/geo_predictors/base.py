@@ -15,24 +15,7 @@ from torch import Tensor
 
 from ..geometry.tangent import TangentCameras
 
-__all__ = ["DepthPredictor", "resolve_device"]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda if available, else mps if available, else cpu; other names are checked to exist."""
-    name = str(device)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' was requested but CUDA is not available on this machine")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"device '{name}' was requested but MPS is not available on this machine")
-    return dev
+__all__ = ["DepthPredictor"]
 
 
 class DepthPredictor(abc.ABC):

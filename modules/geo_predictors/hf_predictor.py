@@ -27,8 +27,9 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..device import resolve_device
 from ..geometry.tangent import TangentCameras
-from .base import DepthPredictor, resolve_device
+from .base import DepthPredictor
 from .checkpoint_conversion import (
     detect_upstream_kind,
     is_hf_state_dict,

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..device import resolve_device
 from ..errors import UserError
 from ..geometry.tangent import TangentCameras, erp_to_faces, face_cos_to_axis
 from .base import DepthPredictor
@@ -195,7 +196,6 @@ class SyntheticPredictor(DepthPredictor):
         sample_mode: str = "bilinear",
         device: str = "cpu",
     ):
-        from .base import resolve_device
 
         self.gt_path = None if gt_distance in (None, "", "auto") else Path(str(gt_distance))
         if isinstance(corruption, CorruptionConfig):

@@ -32,13 +32,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ..dataset.listing import InputListing, list_inputs, output_names
+from ..device import configure_runtime
 from ..errors import UserError
 from ..export.depth_files import write_json
 from ..runtime.fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
 from ..runtime.staging import is_complete, remove_stale_staging
 from ..runtime.summary import build_summary, format_table
 from ..runtime.worker import FAILED, NOT_RUN, SKIPPED, PanoramaTask, TaskResult
-from .common import configure_runtime
 
 __all__ = ["run", "make_tasks", "Terminated", "SUMMARY_FILE"]
 

@@ -9,8 +9,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..dataset.io import load_panorama
+from ..device import configure_runtime
+from ..export.outputs import write_panorama_outputs
 from ..pipeline import EquirectPipeline
-from .common import configure_runtime, write_panorama_outputs
 
 
 def build_equirect(cfg: DictConfig, predictor=None) -> EquirectPipeline:

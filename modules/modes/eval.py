@@ -14,12 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_container
 from ..dataset.io import load_panorama
+from ..device import configure_runtime
 from ..errors import UserError
 from ..evaluation.dataset import list_eval_pairs
 from ..evaluation.evaluate import evaluate_pairs
 from ..evaluation.readers import get_reader
 from ..evaluation.report import summarize_metrics, write_per_image_csv, write_summary_json
-from .common import build_pipeline, configure_runtime
+from ..pipeline import build_pipeline
 from .equirect import build_equirect
 
 log = logging.getLogger(__name__)

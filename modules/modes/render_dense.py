@@ -12,9 +12,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..dataset.io import load_panorama
+from ..device import configure_runtime
 from ..export.dense import export_dense_assets, load_run_distance
 from ..export.depth_files import write_json
-from .common import build_pipeline, configure_runtime, write_panorama_outputs
+from ..export.outputs import write_panorama_outputs
+from ..pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
 

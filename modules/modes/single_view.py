@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from ..config import to_container
 from ..dataset.io import load_image
+from ..device import configure_runtime
 from ..errors import UserError
 from ..export.depth_files import write_distance_png, write_json, write_npy, write_preview
 from ..export.mesh import perspective_grid_mesh
@@ -24,7 +25,6 @@ from ..export.mesh_io import write_mesh_fbx, write_mesh_glb, write_mesh_obj, wri
 from ..export.pointcloud import write_point_cloud_ply
 from ..geometry.pinhole import PinholeIntrinsics, depth_to_points, intrinsics_from_exif, intrinsics_from_fov, intrinsics_from_params
 from ..pipeline import StageTimer, invert_disparity
-from .common import configure_runtime
 
 log = logging.getLogger(__name__)
 

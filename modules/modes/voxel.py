@@ -16,12 +16,13 @@ from omegaconf import DictConfig
 
 from ..config import to_container
 from ..dataset.io import load_image, load_panorama
+from ..device import configure_runtime
 from ..errors import UserError
 from ..export.depth_files import write_json
 from ..export.pointcloud import erp_points
 from ..export.voxel import voxelize_points, write_vox, write_voxel_npy
 from ..geometry.pinhole import PinholeIntrinsics, depth_to_points
-from .common import build_pipeline, configure_runtime
+from ..pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
 

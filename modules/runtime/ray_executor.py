@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..device import configure_runtime
 from ..errors import UserError
 from .staging import remove_staging_of
 from .worker import FAILED, PanoramaTask, PanoramaWorker, TaskResult
@@ -47,8 +48,6 @@ class _RayPanoramaWorker:
     """Body of a Ray actor: a :class:`PanoramaWorker` built from the resolved config."""
 
     def __init__(self, cfg_container: dict):
-        from ..modes.common import configure_runtime
-
         cfg = OmegaConf.create(cfg_container)
         configure_runtime(cfg)
         self.worker = PanoramaWorker(cfg)

@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 from ..dataset.io import load_panorama
 from ..errors import UserError
-from ..modes.common import build_pipeline, write_panorama_outputs
+from ..export.outputs import write_panorama_outputs
+from ..pipeline import build_pipeline
 from .staging import staged_output
 
 __all__ = ["PanoramaTask", "TaskResult", "PanoramaWorker", "worker_id", "failure_reason"]

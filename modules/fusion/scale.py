@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..geometry.erp_maps import check_distance_map
 from ..geometry.spherical import erp_directions
-from .mesh import check_distance_map
 
-__all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "fit_floor_plane", "metric_scale"]
+__all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "fit_floor_plane", "metric_scale", "apply_scale"]
 
 
 class FloorNotFoundError(UserError, ValueError):
@@ -194,3 +194,25 @@ def metric_scale(
         "note": "not metric: distances are divided by their median (median = 1); set scale.camera_height or "
         "scale.factor for metric output",
     })
+
+
+def apply_scale(distance: Tensor, scale: dict | None = None) -> tuple[Tensor, dict]:
+    """Median-normalise, then make metric if asked.
+
+    Args:
+        distance: [H, W] positive.
+        scale: ``camera_height`` (metres; the floor is fitted below the camera), ``factor`` (multiplies the
+            median-1 map), ``floor`` (floor-fit options), ``seed`` (its RANSAC generator); None or neither key:
+            relative output with median 1.
+    Returns:
+        the scaled distance and a description for meta.json (``units`` relative / metres / given factor).
+    """
+    scale = dict(scale or {})
+    out = distance / distance[distance > 0].median()
+    if scale.get("camera_height") is None and scale.get("factor") is None:
+        return out, {"units": "relative", "method": "median",
+                     "note": "not metric: the median distance is 1; set scale.camera_height or scale.factor"}
+    generator = torch.Generator(device=out.device).manual_seed(int(scale.get("seed", 0)))
+    result = metric_scale(out, camera_height=scale.get("camera_height"), factor=scale.get("factor"),
+                          floor=scale.get("floor"), relative="keep", generator=generator)
+    return out * result.factor, result.info

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from modules.export.scale import FloorNotFoundError, fit_floor_plane, metric_scale
+from modules.fusion.scale import FloorNotFoundError, fit_floor_plane, metric_scale
 from modules.geometry.spherical import erp_directions
 
 H, W = 48, 96

@@ -1,47 +1,25 @@
-"""Pieces every mode shares: building the pipeline from config and writing a run's outputs."""
+"""A panorama run's files: distance.npy, distance.png, distance_preview.png, confidence.npy, pointcloud.ply, meta.json.
+
+The one writer of a panorama's outputs; the worker (mode=predict, batch, Ray), mode=equirect and mode=render_dense
+call it.
+"""
 
 from __future__ import annotations
 
-import logging
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..config import to_container
-from ..export.depth_files import write_distance_png, write_json, write_npy, write_preview
-from ..export.pointcloud import erp_points, write_point_cloud_ply
-from ..pipeline import PanoramaPipeline, PipelineResult
+from ..pipeline import PipelineResult
+from .depth_files import write_distance_png, write_json, write_npy, write_preview
+from .pointcloud import erp_points, write_point_cloud_ply
 
-__all__ = ["build_pipeline", "write_panorama_outputs", "configure_runtime"]
-
-log = logging.getLogger(__name__)
-
-
-def configure_runtime(cfg: DictConfig) -> None:
-    """Apply the runtime group: CPU threads."""
-    if cfg.runtime.num_threads:
-        torch.set_num_threads(int(cfg.runtime.num_threads))
-
-
-def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
-    """Instantiate every stage from its config group (``_target_``); ``predictor`` may be passed in to reuse a
-    loaded model across panoramas."""
-    return PanoramaPipeline(
-        projection=instantiate(cfg.projection),
-        predictor=predictor if predictor is not None else instantiate(cfg.predictor),
-        alignment=instantiate(cfg.alignment),
-        blender=instantiate(cfg.fusion.blender),
-        refinement=instantiate(cfg.refinement),
-        refine_height=cfg.fusion.refine_height,
-        device=cfg.runtime.device,
-        scale=OmegaConf.to_container(cfg.scale, resolve=True),
-        preprocess=instantiate(cfg.preprocess, _convert_="all"),
-    )
+__all__ = ["write_panorama_outputs"]
 
 
 def write_panorama_outputs(
