@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-from torch import Tensor
-
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from .device import resolve_device
 from .errors import UserError

@@ -11,7 +11,7 @@ from PIL import Image
 from modules.dataset.synthetic_scene import make_room, render_perspective
 from modules.evaluation.metrics import METRIC_NAMES
 from modules.export.voxel import read_vox
-from test_runner import run_cli
+from test_runner import assert_common_meta, run_cli
 
 FAST = ["projection.face_size=64"]
 AFFINE_ONLY = ["predictor.corruption.warp_amplitude=0", "predictor.corruption.noise_std=0"]
@@ -27,7 +27,7 @@ def test_equirect_mode_writes_the_predict_outputs(tiny_scene, tmp_path):
     proc = run_cli(["mode=equirect", f"dataset.image_path={tiny_scene}", f"hydra.run.dir={out}",
                     "predictor.corruption.scale_range=[1,1]", "predictor.corruption.shift_range=[0,0]"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    meta = json.loads((out / "meta.json").read_text())
+    meta = assert_common_meta(out, "equirect")
     assert meta["method"] == "equirect" and meta["config"]["mode"]["pad_fraction"] > 0
     distance = np.load(out / "distance.npy")
     # the synthetic predictor without corruption gives 1 / distance on the ERP grid: exact up to the global scale
@@ -60,7 +60,7 @@ def test_single_view_recovers_the_geometry(perspective_scene, tmp_path):
     depth = np.load(out / "depth.npy")
     gt = np.load(folder / "depth.npy")
     assert abs_rel_after_median(depth, gt) <= 0.01
-    meta = json.loads((out / "meta.json").read_text())
+    meta = assert_common_meta(out, "single_view")
     assert meta["intrinsics"]["source"] == "fov" and meta["intrinsics"]["fx"] == pytest.approx(64 / math.tan(math.radians(30)))
     assert meta["mesh"]["faces"] > 0 and (out / "mesh.ply").is_file() and (out / "mesh.glb").is_file()
     assert not (out / "mesh.fbx").exists()  # only the formats asked for
@@ -84,7 +84,7 @@ def test_voxel_mode_from_a_run_directory(tiny_scene, tmp_path):
     assert max(grid.shape[:3]) == 24
     assert len(vox.xyz) == int((grid[..., 3] == 255).sum()) > 0
     # the camera stands inside the room: the voxel holding the origin is empty, walls are occupied
-    meta = json.loads((out / "meta.json").read_text())["voxels"]
+    meta = assert_common_meta(out, "voxel")["voxels"]
     origin_idx = np.floor(-np.array(meta["origin"]) / meta["voxel_size"]).astype(int)
     assert grid[tuple(origin_idx)][3] == 0
 
@@ -105,6 +105,8 @@ def test_eval_mode_scores_a_synthetic_set(tmp_path):
     assert summary["metrics"]["abs_rel"] < 0.01 and summary["metrics"]["delta1"] > 0.99
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert [r["image"] for r in rows] == ["scene4", "scene5"]
+    meta = assert_common_meta(out, "eval")
+    assert meta["input"]["images"] == 2 and {"summary.json", "per_image.csv"} <= set(meta["outputs"])
 
 
 def test_eval_mode_reports_an_unreadable_ground_truth(tmp_path):
@@ -130,7 +132,7 @@ def test_render_dense_from_a_run_directory(tiny_scene, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ["mesh.ply", "mesh.obj", "mesh.mtl", "mesh.glb", "mesh.fbx"]:
         assert (out / name).is_file(), name
-    meta = json.loads((out / "meta.json").read_text())
+    meta = assert_common_meta(out, "render_dense")
     assert meta["dense"]["read_back"]["mesh_fbx"]["faces"] == meta["dense"]["mesh_faces"] > 0
     assert meta["scale"]["method"] == "keep"
 

@@ -28,6 +28,22 @@ def run_cli(args, cwd: Path, **env_extra):
     )
 
 
+def assert_common_meta(out: Path, mode: str) -> dict:
+    """Every mode's meta.json comes from export/outputs.write_meta: the common keys, each with its shape."""
+    from modules.export.outputs import COMMON_META_KEYS
+
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(COMMON_META_KEYS) <= set(meta), sorted(set(COMMON_META_KEYS) - set(meta))
+    assert meta["config"]["mode"]["name"] == mode
+    assert meta["outputs"][-1] == "meta.json" and all((out / name).is_file() for name in meta["outputs"])
+    t = meta["timings"]
+    assert set(t) == {"network", "non_network", "non_network_total"} and t["network"] >= 0
+    assert t["non_network_total"] == pytest.approx(sum(t["non_network"].values()))
+    assert set(meta["machine"]) == {"platform", "torch", "device"}
+    assert isinstance(meta["input"], dict) and meta["input"]
+    return meta
+
+
 def test_predict_writes_all_outputs(tiny_scene, tmp_path):
     out = tmp_path / "run"
     proc = run_cli([f"dataset.image_path={tiny_scene}", f"hydra.run.dir={out}", *FAST], tmp_path)
@@ -39,7 +55,7 @@ def test_predict_writes_all_outputs(tiny_scene, tmp_path):
     assert distance.dtype == np.float32 and distance.shape == (64, 128)
     assert np.isfinite(distance).all() and (distance > 0).all()
     assert np.median(distance) == pytest.approx(1.0, rel=1e-3)  # relative output
-    meta = json.loads((out / "meta.json").read_text())
+    meta = assert_common_meta(out, "predict")
     assert meta["input"]["image_path"] == str(tiny_scene)
     assert meta["scale"]["units"] == "relative"
     assert set(meta["timings"]["non_network"]) >= {"projection", "alignment", "blending", "writing"}

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import statistics
 from typing import Any, Mapping, Sequence
 
-from ..export.atomic import atomic_write_text
+from ..export.atomic import atomic_write_text, write_json
 from .metrics import METRIC_NAMES
 
 __all__ = ["summarize_metrics", "write_per_image_csv", "write_summary_json"]
@@ -69,18 +68,6 @@ def write_per_image_csv(
     atomic_write_text(path, buffer.getvalue())
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _json_safe(value.item())
-    return value
-
-
 def write_summary_json(path: str | os.PathLike, summary: Mapping[str, Any]) -> None:
     """Write ``summary`` (e.g. :func:`summarize_metrics` plus the evaluation settings) as indented JSON."""
-    atomic_write_text(path, json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
+    write_json(path, summary)

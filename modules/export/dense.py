@@ -31,7 +31,15 @@ from ..errors import UserError
 from ..fusion.scale import ScaleResult, metric_scale
 from ..geometry.erp_maps import InvalidDistanceError, check_distance_map
 from .mesh import Mesh, decimate_mesh, erp_grid_mesh, poisson_mesh
-from .mesh_io import AssimpError, assimp_info, read_ply, write_mesh_fbx, write_mesh_glb, write_mesh_obj, write_mesh_ply
+from .mesh_io import (
+    AssimpError,
+    assimp_info,
+    read_ply,
+    write_mesh_fbx,
+    write_mesh_glb,
+    write_mesh_obj,
+    write_mesh_ply,
+)
 from .pointcloud import erp_points, process_point_cloud, write_point_cloud_ply
 from .splats import erp_splats, write_splats_ply
 

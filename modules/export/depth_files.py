@@ -7,7 +7,6 @@ is fixed by config (e.g. 0.001 for millimetres with metric output) or, when null
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, write_json  # noqa: F401  (write_json: the one JSON writer, re-exported)
 
 __all__ = ["write_npy", "write_distance_png", "read_distance_png", "colorize", "write_preview", "write_json"]
 
@@ -77,7 +76,3 @@ def write_preview(path: str | os.PathLike, distance: Tensor | np.ndarray, colorm
                   percentiles: tuple[float, float] = (2, 98), compress_level: int = 1) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(colorize(distance, colormap, percentiles)).save(tmp, format="PNG", compress_level=int(compress_level))
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")

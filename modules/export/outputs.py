@@ -1,7 +1,7 @@
 """A panorama run's files: distance.npy, distance.png, distance_preview.png, confidence.npy, pointcloud.ply, meta.json.
 
-The one writer of a panorama's outputs; the worker (mode=predict, batch, Ray), mode=equirect and mode=render_dense
-call it.
+:func:`write_panorama_outputs` is the one writer of a panorama's outputs (the worker for mode=predict, batch and Ray;
+mode=equirect; mode=render_dense); :func:`write_meta` is the one meta.json writer, used by every mode.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ from omegaconf import DictConfig
 
 from ..config import to_container
 from ..pipeline import PipelineResult
-from .depth_files import write_distance_png, write_json, write_npy, write_preview
+from .atomic import write_json
+from .depth_files import write_distance_png, write_npy, write_preview
 from .pointcloud import erp_points, write_point_cloud_ply
 
-__all__ = ["write_panorama_outputs"]
+__all__ = ["write_panorama_outputs", "write_meta", "COMMON_META_KEYS"]
+
+#: keys every mode's meta.json has
+COMMON_META_KEYS = ("input", "outputs", "scale", "predictor", "timings", "machine", "config")
 
 
 def write_panorama_outputs(
@@ -43,23 +47,39 @@ def write_panorama_outputs(
         write_point_cloud_ply(out_dir / "pointcloud.ply", points, colours)
     timings = dict(result.timings)
     timings["writing"] = time.perf_counter() - start
+    sections = {"distance_png": png, "alignment": result.info.get("alignment"), **(extra or {})}
+    return write_meta(out_dir, cfg, input={"image_path": image_path, "height": int(rgb.shape[1]),
+                                           "width": int(rgb.shape[2])},
+                      timings=timings, scale=result.info.get("scale"), **sections)
+
+
+def write_meta(out_dir: Path, cfg: DictConfig, *, input: dict, timings: dict[str, float], scale: dict | None = None,
+               predictor: dict | None = None, **sections: Any) -> dict[str, Any]:
+    """The one meta.json writer, used by every mode; written last, after the files it lists.
+
+    Common keys (:data:`COMMON_META_KEYS`): ``input`` (what was read), ``outputs`` (the files in ``out_dir``),
+    ``scale`` (units and how they were found), ``predictor`` (its description; None when no network ran),
+    ``timings`` (``network``, ``non_network`` per stage, ``non_network_total``), ``machine``, ``config``; then the
+    mode's own ``sections`` (a section may override ``predictor``).
+
+    Args:
+        timings: seconds per stage; the ``network`` entry is split off from the rest.
+    Returns:
+        the meta dictionary.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = dict(timings)
     network = timings.pop("network", 0.0)
     meta = {
-        "input": {"image_path": image_path, "height": int(rgb.shape[1]), "width": int(rgb.shape[2])},
-        "outputs": sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")) + ["meta.json"],
-        "distance_png": png,
-        "scale": result.info.get("scale"),
-        "predictor": None,
-        "alignment": result.info.get("alignment"),
-        "timings": {
-            "network": network,
-            "non_network": timings,
-            "non_network_total": sum(timings.values()),
-        },
+        "input": input,
+        "outputs": sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".") and p.name != "meta.json")
+        + ["meta.json"],
+        "scale": scale,
+        "predictor": predictor,
+        "timings": {"network": network, "non_network": timings, "non_network_total": sum(timings.values())},
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "device": cfg.runtime.device},
         "config": to_container(cfg),
+        **sections,
     }
-    if extra:
-        meta.update(extra)
     write_json(out_dir / "meta.json", meta)
     return meta

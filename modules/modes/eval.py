@@ -19,7 +19,12 @@ from ..errors import UserError
 from ..evaluation.dataset import list_eval_pairs
 from ..evaluation.evaluate import evaluate_pairs
 from ..evaluation.readers import get_reader
-from ..evaluation.report import summarize_metrics, write_per_image_csv, write_summary_json
+from ..evaluation.report import (
+    summarize_metrics,
+    write_per_image_csv,
+    write_summary_json,
+)
+from ..export.outputs import write_meta
 from ..pipeline import build_pipeline
 from .equirect import build_equirect
 
@@ -41,9 +46,14 @@ def run(cfg: DictConfig) -> int:
     else:
         raise UserError(f"mode.method must be 'tangent' or 'equirect', got {e.method!r}")
 
+    timings: dict[str, float] = {}
+
     def predict(pair):
         rgb = load_panorama(pair.rgb, min_height=cfg.dataset.min_height)
-        return pipeline.run(rgb, str(pair.rgb)).distance
+        result = pipeline.run(rgb, str(pair.rgb))
+        for stage, seconds in result.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+        return result.distance
 
     reader_overrides = {} if e.gt_quantity is None else {"quantity": e.gt_quantity}
     rows = evaluate_pairs(
@@ -56,6 +66,8 @@ def run(cfg: DictConfig) -> int:
     summary = {**summarize_metrics(rows), "settings": to_container(e), "predictor": predictor.describe()}
     write_summary_json(out / "summary.json", summary)
     failed = [r for r in rows if "error" in r]
+    write_meta(out, cfg, input={"dataset": str(e.dataset), "images": len(rows)}, timings=timings,
+               predictor=predictor.describe(), eval={"method": str(e.method), "failed": len(failed)})
     for r in failed:
         log.error("%s", r["error"])
     m = summary["metrics"]

@@ -14,8 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..dataset.io import load_panorama
 from ..device import configure_runtime
 from ..export.dense import export_dense_assets, load_run_distance
-from ..export.depth_files import write_json
-from ..export.outputs import write_panorama_outputs
+from ..export.outputs import write_meta, write_panorama_outputs
 from ..pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
@@ -39,15 +38,12 @@ def run(cfg: DictConfig) -> int:
         start = time.perf_counter()
         result = export_dense_assets(src.distance, src.rgb, out_dir, src.confidence, scale=scale,
                                      generator=generator, **dense_options(cfg))
-        meta = {
-            "input": {"run_dir": str(cfg.mode.run_dir), "image_path": src.meta.get("input", {}).get("image_path"),
-                      "invalid_pixels": src.num_invalid},
-            "scale": result.scale.info,
-            "dense": {"files": {k: v.name for k, v in result.files.items()}, **result.stats},
-            "timings": {"network": 0.0, "non_network": {"dense_export": time.perf_counter() - start}},
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
-        write_json(out_dir / "meta.json", meta)
+        write_meta(out_dir, cfg,
+                   input={"run_dir": str(cfg.mode.run_dir), "image_path": src.meta.get("input", {}).get("image_path"),
+                          "invalid_pixels": src.num_invalid},
+                   timings={"dense_export": time.perf_counter() - start}, scale=result.scale.info,
+                   predictor=src.meta.get("predictor"),
+                   dense={"files": {k: v.name for k, v in result.files.items()}, **result.stats})
     else:
         image_path = str(cfg.dataset.image_path)
         rgb = load_panorama(image_path, min_height=cfg.dataset.min_height)

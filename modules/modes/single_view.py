@@ -15,15 +15,26 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ..config import to_container
 from ..dataset.io import load_image
 from ..device import configure_runtime
 from ..errors import UserError
-from ..export.depth_files import write_distance_png, write_json, write_npy, write_preview
+from ..export.depth_files import write_distance_png, write_npy, write_preview
 from ..export.mesh import perspective_grid_mesh
-from ..export.mesh_io import write_mesh_fbx, write_mesh_glb, write_mesh_obj, write_mesh_ply
+from ..export.mesh_io import (
+    write_mesh_fbx,
+    write_mesh_glb,
+    write_mesh_obj,
+    write_mesh_ply,
+)
+from ..export.outputs import write_meta
 from ..export.pointcloud import write_point_cloud_ply
-from ..geometry.pinhole import PinholeIntrinsics, depth_to_points, intrinsics_from_exif, intrinsics_from_fov, intrinsics_from_params
+from ..geometry.pinhole import (
+    PinholeIntrinsics,
+    depth_to_points,
+    intrinsics_from_exif,
+    intrinsics_from_fov,
+    intrinsics_from_params,
+)
 from ..pipeline import StageTimer, invert_disparity
 
 log = logging.getLogger(__name__)
@@ -91,16 +102,12 @@ def run(cfg: DictConfig) -> int:
                        assimp_executable=dense.files.assimp_executable)
     timer.seconds["writing"] = time.perf_counter() - start
     network = timer.seconds.pop("network")
-    write_json(out / "meta.json", {
-        "input": {"image_path": image_path, "height": H, "width": W},
-        "intrinsics": K.describe(),
-        "distance_png": {**png, "quantity": "depth (z)"},
-        "scale": {"units": "relative" if cfg.scale.factor is None else "given factor", "factor": factor,
-                  "note": "depth median is 1 before scale.factor"},
-        "mesh": {"vertices": mesh.num_vertices, "faces": mesh.num_faces},
-        "predictor": predictor.describe(),
-        "timings": {"network": network, "non_network": timer.seconds, "non_network_total": sum(timer.seconds.values())},
-        "config": to_container(cfg),
-    })
+    write_meta(out, cfg, input={"image_path": image_path, "height": H, "width": W},
+               timings={"network": network, **timer.seconds},
+               scale={"units": "relative" if cfg.scale.factor is None else "given factor", "factor": factor,
+                      "note": "depth median is 1 before scale.factor"},
+               predictor=predictor.describe(), intrinsics=K.describe(),
+               distance_png={**png, "quantity": "depth (z)"},
+               mesh={"vertices": mesh.num_vertices, "faces": mesh.num_faces})
     log.info("wrote %s (%d mesh faces)", out, mesh.num_faces)
     return 0

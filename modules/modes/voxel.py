@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ..config import to_container
 from ..dataset.io import load_image, load_panorama
 from ..device import configure_runtime
 from ..errors import UserError
-from ..export.depth_files import write_json
+from ..export.outputs import write_meta
 from ..export.pointcloud import erp_points
 from ..export.voxel import voxelize_points, write_vox, write_voxel_npy
 from ..geometry.pinhole import PinholeIntrinsics, depth_to_points
@@ -55,20 +55,27 @@ def run(cfg: DictConfig) -> int:
     configure_runtime(cfg)
     v = cfg.mode
     out = Path(cfg.paths.output_dir)
+    timings: dict[str, float] = {}
     if v.run_dir:
-        points, colours, _ = points_from_run(Path(v.run_dir), int(v.stride))
+        points, colours, run_meta = points_from_run(Path(v.run_dir), int(v.stride))
         source = {"run_dir": str(v.run_dir)}
+        scale, predictor = run_meta.get("scale"), run_meta.get("predictor")
     else:
         image_path = str(cfg.dataset.image_path)
         rgb = load_panorama(image_path, min_height=cfg.dataset.min_height)
-        result = build_pipeline(cfg).run(rgb, image_path)
+        pipeline = build_pipeline(cfg)
+        result = pipeline.run(rgb, image_path)
+        timings.update(result.timings)
         points, colours = erp_points(result.distance.cpu(), rgb, int(v.stride))
-        source = {"image_path": image_path}
+        source = {"image_path": image_path, "height": int(rgb.shape[1]), "width": int(rgb.shape[2])}
+        scale, predictor = result.info.get("scale"), pipeline.predictor.describe()
+    start = time.perf_counter()
     bounds = None if v.bounds is None else torch.tensor(v.bounds, dtype=points.dtype)
     grid = voxelize_points(points, colours, resolution=int(v.resolution), bounds=bounds,
                            min_points=int(v.min_points), bounds_quantile=float(v.bounds_quantile))
     write_vox(out / "voxels.vox", grid, palette_method=v.palette_method, default_colour=tuple(v.default_colour))
     write_voxel_npy(out / "voxels.npy", grid, default_colour=tuple(v.default_colour))
-    write_json(out / "meta.json", {"input": source, "voxels": grid.describe(), "config": to_container(cfg)})
+    timings["voxels"] = time.perf_counter() - start
+    write_meta(out, cfg, input=source, timings=timings, scale=scale, predictor=predictor, voxels=grid.describe())
     log.info("wrote %s/voxels.vox (%s)", out, grid.describe())
     return 0
