@@ -8,17 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
+from modules.config import options_from
 from modules.export.dense import (
-    FileOptions,
     MeshOptions,
     RunDirectoryError,
     export_dense_assets,
     load_run_distance,
-    options_from,
 )
-from modules.geometry.erp_maps import InvalidDistanceError
+from modules.export.mesh_files import FileOptions
 from modules.export.mesh_io import assimp_read, read_ply
 from modules.export.splats import read_splats_ply
+from modules.geometry.erp_maps import InvalidDistanceError
 from modules.geometry.spherical import erp_directions
 
 H, W = 24, 48

@@ -172,3 +172,34 @@ def test_face_preprocessing_reaches_the_predictor(compose_cfg, tiny_scene, monke
 
     assert hf(blurred) < 0.8 * hf(plain)
     assert torch.allclose(plain.mean(), blurred.mean(), atol=0.02)
+
+
+def test_single_view_writes_through_the_mesh_files_writer(perspective_scene, tmp_path, compose_cfg):
+    """single_view honours every export.dense option render_dense does: obj_texture (planar UVs into the photo),
+    verify, glb_camera_yfov_deg, point_cloud, splats (previews: see test_export_previews)."""
+    from modules.export.mesh_io import read_ply
+    from modules.export.splats import read_splats_ply
+    from modules.modes import single_view
+
+    folder, hfov = perspective_scene
+    out = tmp_path / "sv"
+    cfg = compose_cfg(["mode=single_view", "predictor=synthetic", f"dataset.image_path={folder / 'rgb.png'}",
+                       f"paths.output_dir={out}", f"mode.camera.hfov_deg={hfov}",
+                       "export.dense.files.formats=[ply,obj,glb]", "export.dense.files.verify=[ply,obj]",
+                       "export.dense.files.glb_camera_yfov_deg=33.0", "export.dense.point_cloud.enabled=true",
+                       "export.dense.point_cloud.sor_neighbors=null", "export.dense.point_cloud.normals=false",
+                       "export.dense.splats.enabled=true", "export.dense.splats.stride=2"])
+    assert single_view.run(cfg) == 0
+    meta = assert_common_meta(out, "single_view")
+    mesh = meta["mesh"]
+    assert set(mesh["read_back"]) == {"mesh_ply", "mesh_obj"} and mesh["read_back"]["mesh_obj"]["faces"] == mesh["faces"]
+    assert {"mesh_texture", "points_ply", "splats_ply"} <= set(mesh["files"])
+    obj = (out / "mesh.obj").read_text().splitlines()
+    vt = np.array([[float(x) for x in line.split()[1:]] for line in obj if line.startswith("vt ")])
+    assert len(vt) == mesh["vertices"] and vt.min() > 0 and vt.max() < 1  # one planar UV per vertex, inside the photo
+    assert "map_Kd mesh_texture.png" in (out / "mesh.mtl").read_text()
+    glb = (out / "mesh.glb").read_bytes()
+    doc = json.loads(glb[20:20 + int.from_bytes(glb[12:16], "little")])
+    assert doc["cameras"][0]["perspective"]["yfov"] == pytest.approx(math.radians(33.0))
+    assert read_ply(out / "points.ply")["elements"]["vertex"] == 96 * 128 == mesh["points"]
+    assert len(read_splats_ply(out / "splats.ply")["x"]) == 48 * 64 == mesh["splats"]

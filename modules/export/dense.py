@@ -14,7 +14,6 @@ mesh_io.py (OpenCV axes inside, glTF axes, Y up, in OBJ / GLB / FBX).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -27,39 +26,33 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import options_from
 from ..errors import UserError
 from ..fusion.scale import ScaleResult, metric_scale
 from ..geometry.erp_maps import InvalidDistanceError, check_distance_map
 from .mesh import Mesh, decimate_mesh, erp_grid_mesh, poisson_mesh
-from .mesh_io import (
-    AssimpError,
-    assimp_info,
-    read_ply,
-    write_mesh_fbx,
-    write_mesh_glb,
-    write_mesh_obj,
-    write_mesh_ply,
+from .mesh_files import (
+    FileOptions,
+    PointCloudOptions,
+    PreviewOptions,
+    SplatOptions,
+    check_formats,
+    write_mesh_assets,
 )
-from .pointcloud import erp_points, process_point_cloud, write_point_cloud_ply
-from .splats import erp_splats, write_splats_ply
+from .pointcloud import erp_points
+from .splats import erp_splats
 
 __all__ = [
     "RunDirectoryError",
     "RunDistance",
     "MeshOptions",
-    "FileOptions",
-    "SplatOptions",
-    "PointCloudOptions",
-    "PreviewOptions",
     "ScaleOptions",
     "DenseExportResult",
-    "options_from",
     "load_run_distance",
     "export_dense_assets",
 ]
 
 log = logging.getLogger(__name__)
-MESH_FORMATS = ("ply", "obj", "glb", "fbx")
 
 
 class RunDirectoryError(UserError, FileNotFoundError):
@@ -81,68 +74,6 @@ class MeshOptions:
     poisson: bool = False
     poisson_depth: int = 9
     poisson_density_quantile: float = 0.02
-
-
-@dataclass(frozen=True)
-class FileOptions:
-    """Which mesh files to write and how. ``formats``: subset of ply, obj, glb, fbx; ``obj_texture``: also write the
-    equirect image as the OBJ's texture with spherical UVs; ``fbx_unit_scale``: FBX centimetres per scene unit;
-    ``verify``: formats to read back after writing (OBJ / GLB / FBX with assimp, PLY with plyfile) and compare
-    counts; FBX by default (a few seconds per million faces each)."""
-
-    formats: tuple[str, ...] = MESH_FORMATS
-    ply_axes: str = "opencv"
-    obj_axes: str = "gltf"
-    obj_texture: bool = True
-    glb_camera: bool = True
-    glb_camera_yfov_deg: float = 90.0
-    glb_unlit: bool = True
-    glb_double_sided: bool = False
-    fbx_unit_scale: float = 100.0
-    assimp_executable: str | None = None
-    verify: tuple[str, ...] = ("fbx",)
-
-
-@dataclass(frozen=True)
-class SplatOptions:
-    """3DGS splat PLY (``splats.ply``); see splats.py for the meaning of each value."""
-
-    enabled: bool = False
-    stride: int = 1
-    footprint_scale: float = 0.5
-    thickness_ratio: float = 0.05
-    min_opacity: float = 0.1
-    max_opacity: float = 0.95
-    axes: str = "opencv"
-
-
-@dataclass(frozen=True)
-class PointCloudOptions:
-    """Cleaned point cloud (``points.ply``); see pointcloud.process_point_cloud."""
-
-    enabled: bool = False
-    stride: int = 1
-    sor_neighbors: int | None = 20
-    sor_std_ratio: float = 2.0
-    voxel_size: float | None = None
-    normals: bool = True
-    normal_radius: float | None = None
-    normal_max_nn: int = 30
-
-
-@dataclass(frozen=True)
-class PreviewOptions:
-    """PNG previews of the mesh (``preview_*.png``); see previews.py. ``required``: False turns a missing EGL
-    into a logged warning instead of an error."""
-
-    enabled: bool = False
-    views: tuple[str, ...] = ("front", "right", "back", "left", "above", "outside")
-    width: int = 640
-    height: int = 360
-    columns: int = 3
-    cmap: str = "turbo"
-    percentiles: tuple[float, ...] = (2.0, 98.0)
-    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -176,25 +107,6 @@ class DenseExportResult:
     files: dict[str, Path]
     scale: ScaleResult
     stats: dict[str, Any]
-
-
-def options_from(cls, value):
-    """Build an options dataclass from None (defaults), an instance, or a mapping with known keys only."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{cls.__name__}: expected a mapping of options, got {type(value).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
-    defaults = cls()
-    kwargs = {
-        k: (tuple(v or ()) if isinstance(getattr(defaults, k), tuple) else v) for k, v in value.items()
-    }  # lists (or null) for tuple fields, e.g. from a Hydra config
-    return cls(**kwargs)
 
 
 def _load_image(path: Path, size: tuple[int, int]) -> Tensor:
@@ -281,27 +193,6 @@ def _build_mesh(distance: Tensor, rgb: Tensor | None, o: MeshOptions) -> Mesh:
     return mesh
 
 
-def _verify(files: dict[str, Path], mesh: Mesh, assimp_executable) -> dict[str, dict]:
-    """Read written files back and compare face counts (and, for PLY, vertex counts: assimp joins identical
-    vertices and splits degenerate triangles into their own meshes, so its vertex counts may differ)."""
-    report = {}
-    for name, path in files.items():
-        if name == "mesh_ply":
-            el = read_ply(path)["elements"]
-            counts = {"vertices": el.get("vertex", 0), "faces": el.get("face", 0)}
-        elif name in ("mesh_obj", "mesh_glb", "mesh_fbx"):
-            counts = assimp_info(path, assimp_executable)
-        else:
-            continue
-        if counts["faces"] != mesh.num_faces or (name == "mesh_ply" and counts["vertices"] != mesh.num_vertices):
-            raise AssimpError(
-                f"{path}: read back {counts['vertices']} vertices / {counts['faces']} faces, wrote "
-                f"{mesh.num_vertices} / {mesh.num_faces}"
-            )
-        report[name] = counts
-    return report
-
-
 def export_dense_assets(
     distance: Tensor,
     rgb: Tensor | None,
@@ -332,9 +223,7 @@ def export_dense_assets(
     mo, fo = options_from(MeshOptions, mesh), options_from(FileOptions, files)
     so, po = options_from(SplatOptions, splats), options_from(PointCloudOptions, point_cloud)
     vo, sc = options_from(PreviewOptions, previews), options_from(ScaleOptions, scale)
-    bad = sorted((set(fo.formats) | set(fo.verify)) - set(MESH_FORMATS))
-    if bad:
-        raise ValueError(f"unknown mesh format(s) {bad}; expected some of {MESH_FORMATS}")
+    check_formats(fo)
     valid = check_distance_map(distance)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -343,50 +232,13 @@ def export_dense_assets(
                                 relative=sc.relative, generator=generator)
     d = torch.where(valid, distance * scale_result.factor, torch.full_like(distance, float("nan")))
     m = _build_mesh(d, rgb, mo)
-    written: dict[str, Path] = {}
-    if "ply" in fo.formats:
-        written["mesh_ply"] = write_mesh_ply(out_dir / "mesh.ply", m, axes=fo.ply_axes)
-    if "obj" in fo.formats:
-        obj = write_mesh_obj(out_dir / "mesh.obj", m, axes=fo.obj_axes, texture=rgb if fo.obj_texture else None)
-        written.update({f"mesh_{k}": v for k, v in obj.items()})
-    if "glb" in fo.formats:
-        written["mesh_glb"] = write_mesh_glb(out_dir / "mesh.glb", m, camera=fo.glb_camera,
-                                             camera_yfov_deg=fo.glb_camera_yfov_deg, unlit=fo.glb_unlit,
-                                             double_sided=fo.glb_double_sided)
-    if "fbx" in fo.formats:
-        written["mesh_fbx"] = write_mesh_fbx(out_dir / "mesh.fbx", m, unit_scale=fo.fbx_unit_scale,
-                                             assimp_executable=fo.assimp_executable)
-    stats: dict[str, Any] = {"mesh_vertices": m.num_vertices, "mesh_faces": m.num_faces,
-                             "invalid_pixels": int((~valid).sum())}
-    if fo.verify:
-        check = {k: v for k, v in written.items() if k.startswith("mesh_") and k[5:] in fo.verify}
-        stats["read_back"] = _verify(check, m, fo.assimp_executable)
-
-    if so.enabled:
-        if rgb is None:
-            raise ValueError("splats need colours: no rgb given (and none found for the run directory)")
-        sp = erp_splats(d, rgb, confidence, stride=so.stride, footprint_scale=so.footprint_scale,
-                        thickness_ratio=so.thickness_ratio, min_opacity=so.min_opacity, max_opacity=so.max_opacity,
-                        axes=so.axes)
-        written["splats_ply"] = write_splats_ply(out_dir / "splats.ply", sp)
-        stats["splats"] = sp.num_splats
-    if po.enabled:
-        pts, cols = erp_points(d, rgb, stride=po.stride)
-        pts, cols, normals = process_point_cloud(
-            pts, cols, sor_neighbors=po.sor_neighbors, sor_std_ratio=po.sor_std_ratio, voxel_size=po.voxel_size,
-            normals=po.normals, normal_radius=po.normal_radius, normal_max_nn=po.normal_max_nn)
-        write_point_cloud_ply(out_dir / "points.ply", pts, cols, normals)
-        written["points_ply"] = out_dir / "points.ply"
-        stats["points"] = int(pts.shape[0])
-    if vo.enabled:
-        from .previews import PreviewUnavailableError, write_previews
-
-        try:
-            written.update(write_previews(out_dir, mesh=m, distance=d, views=vo.views, size=(vo.width, vo.height),
-                                          columns=vo.columns, cmap=vo.cmap, percentiles=vo.percentiles))
-        except PreviewUnavailableError as e:
-            if vo.required:
-                raise
-            log.warning("previews skipped: %s", e)
-            stats["previews_skipped"] = str(e)
+    written, stats = write_mesh_assets(
+        out_dir, m, files=fo, splats=so, point_cloud=po, previews=vo, texture=rgb,
+        make_splats=None if rgb is None else lambda o: erp_splats(
+            d, rgb, confidence, stride=o.stride, footprint_scale=o.footprint_scale, thickness_ratio=o.thickness_ratio,
+            min_opacity=o.min_opacity, max_opacity=o.max_opacity, axes=o.axes),
+        sample_points=lambda stride: erp_points(d, rgb, stride=stride), preview_map=d,
+        camera_yfov_deg=90.0, what="the run directory")
+    stats = {"mesh_vertices": m.num_vertices, "mesh_faces": m.num_faces, "invalid_pixels": int((~valid).sum()),
+             **stats}
     return DenseExportResult(written, scale_result, stats)

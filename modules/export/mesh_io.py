@@ -178,6 +178,7 @@ def write_mesh_obj(
     axes: str = "gltf",
     texture: Tensor | None = None,
     material_name: str = "panorama",
+    uvs: Tensor | None = None,
 ) -> dict[str, Path]:
     """Wavefront OBJ + MTL (same stem), vertex colours as ``v x y z r g b``, optional equirect texture.
 
@@ -187,6 +188,7 @@ def write_mesh_obj(
         axes: frame of the written coordinates ("gltf", Y up, the default for OBJ consumers, or "opencv").
         texture: optional [3, H, W] equirect image in [0, 1] used as diffuse map with spherical UVs.
         material_name: name of the single material.
+        uvs: [V, 2] per-vertex texture coordinates (v up) for ``texture``; None: spherical UVs (a panorama).
     Returns:
         {"obj": path, "mtl": ..., "texture": ...} of the files written.
     """
@@ -196,6 +198,8 @@ def write_mesh_obj(
     _check_mesh(mesh, path)
     if texture is not None and (texture.ndim != 3 or texture.shape[0] != 3):
         raise ValueError(f"{path}: texture must be [3, H, W], got {tuple(texture.shape)}")
+    if uvs is not None and tuple(uvs.shape) != (mesh.num_vertices, 2):
+        raise ValueError(f"{path}: uvs must be [{mesh.num_vertices}, 2] (one per vertex), got {tuple(uvs.shape)}")
     v_cv = _np(mesh.vertices, np.float64)
     faces = _np(mesh.faces, np.int64)
     v = to_axes(v_cv, axes)
@@ -223,7 +227,10 @@ def write_mesh_obj(
             _write_rows(f, "v %.6g %.6g %.6g", v)
         f.write(f"usemtl {material_name}\n")
         if texture is not None:
-            uv, face_uv = _spherical_uvs(v_cv, faces)
+            if uvs is None:
+                uv, face_uv = _spherical_uvs(v_cv, faces)
+            else:
+                uv, face_uv = _np(uvs, np.float64), faces
             _write_rows(f, "vt %.7f %.7f", uv)
             rows = np.stack((faces + 1, face_uv + 1), axis=2).reshape(-1, 6)
             _write_rows(f, "f %d/%d %d/%d %d/%d", rows)

@@ -1,4 +1,4 @@
-"""Gaussian splats from an ERP distance map, written as a PLY in the standard 3D Gaussian Splatting layout.
+"""Gaussian splats from an ERP distance map (or a perspective view's points), written as a PLY in the standard 3D Gaussian Splatting layout.
 
 One flat splat per (subsampled) valid pixel, a disc facing the camera:
 
@@ -30,14 +30,15 @@ import torch
 from plyfile import PlyData
 from torch import Tensor
 
-from ..geometry.spherical import erp_lonlat_grid, lonlat_to_direction
-from .atomic import atomic_path
 from ..geometry.erp_maps import check_distance_map, valid_distance_mask
+from ..geometry.spherical import direction_to_lonlat, erp_lonlat_grid, lonlat_to_direction
+from .atomic import atomic_path
 
 __all__ = [
     "SH_C0",
     "Splats",
     "erp_splats",
+    "pinhole_splats",
     "quaternion_to_matrix",
     "splat_ply_properties",
     "write_splats_ply",
@@ -93,6 +94,47 @@ def _camera_facing_quaternion(lon: Tensor, lat: Tensor) -> Tensor:
     return torch.stack((cy * cx, cy * sx, sy * cx, -sy * sx), dim=-1)
 
 
+def _check_splat_options(stride, footprint_scale, thickness_ratio, min_opacity, max_opacity, axes) -> None:
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    if not (0.0 < min_opacity <= max_opacity < 1.0):
+        raise ValueError(f"need 0 < min_opacity <= max_opacity < 1, got {min_opacity}, {max_opacity}")
+    if not (0.0 < thickness_ratio <= 1.0) or not footprint_scale > 0:
+        raise ValueError(
+            f"need 0 < thickness_ratio <= 1 and footprint_scale > 0, got {thickness_ratio}, {footprint_scale}"
+        )
+    if axes not in ("opencv", "gltf"):
+        raise ValueError(f"unknown axes {axes!r}; expected 'opencv' or 'gltf'")
+
+
+def _check_maps(H: int, W: int, rgb: Tensor, confidence: Tensor | None) -> None:
+    if rgb.ndim != 3 or rgb.shape[0] != 3 or tuple(rgb.shape[1:]) != (H, W):
+        raise ValueError(f"rgb must be [3, {H}, {W}], got {tuple(rgb.shape)}")
+    if confidence is not None and tuple(confidence.shape) != (H, W):
+        raise ValueError(f"confidence must be [{H}, {W}], got {tuple(confidence.shape)}")
+
+
+def _ray_splats(lon: Tensor, lat: Tensor, d: Tensor, east: Tensor, down: Tensor, colours: Tensor,
+                confidence: Tensor | None, thickness_ratio: float, min_opacity: float, max_opacity: float,
+                axes: str) -> Splats:
+    """Camera-facing discs at distance ``d`` [N] along the rays (lon, lat) [N] with in-plane scales east, down [N]."""
+    scales = torch.stack((east, down, thickness_ratio * torch.minimum(east, down)), dim=-1)
+    if confidence is None:
+        opacities = torch.full_like(d, max_opacity)
+    else:
+        c = torch.nan_to_num(confidence.to(d.dtype), nan=0.0).clamp(0, 1)
+        opacities = min_opacity + (max_opacity - min_opacity) * c
+    quats = _camera_facing_quaternion(lon, lat)
+    ray = lonlat_to_direction(lon, lat)
+    means, normals = ray * d[:, None], -ray
+    if axes == "gltf":
+        flip = torch.tensor([1.0, -1.0, -1.0], dtype=d.dtype, device=d.device)
+        means, normals = means * flip, normals * flip
+        w, x, y, z = quats.unbind(-1)  # left-multiply by the 180 deg x rotation (0, 1, 0, 0)
+        quats = torch.stack((-x, w, -z, y), dim=-1)
+    return Splats(means, normals, colours.to(d.dtype).clamp(0, 1), opacities, scales, quats)
+
+
 def erp_splats(
     distance: Tensor,
     rgb: Tensor,
@@ -105,7 +147,7 @@ def erp_splats(
     max_opacity: float = 0.95,
     axes: str = "opencv",
 ) -> Splats:
-    """One camera-facing flat Gaussian per (subsampled) valid pixel.
+    """One camera-facing flat Gaussian per (subsampled) valid pixel of an ERP distance map.
 
     Args:
         distance: [H, W] distance along each ray; NaN / inf / <= 0 pixels are dropped.
@@ -121,44 +163,60 @@ def erp_splats(
     """
     check_distance_map(distance)
     H, W = distance.shape
-    if rgb.ndim != 3 or rgb.shape[0] != 3 or tuple(rgb.shape[1:]) != (H, W):
-        raise ValueError(f"rgb must be [3, {H}, {W}], got {tuple(rgb.shape)}")
-    if confidence is not None and tuple(confidence.shape) != (H, W):
-        raise ValueError(f"confidence must be [{H}, {W}], got {tuple(confidence.shape)}")
-    if int(stride) != stride or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride}")
-    if not (0.0 < min_opacity <= max_opacity < 1.0):
-        raise ValueError(f"need 0 < min_opacity <= max_opacity < 1, got {min_opacity}, {max_opacity}")
-    if not (0.0 < thickness_ratio <= 1.0) or not footprint_scale > 0:
-        raise ValueError(
-            f"need 0 < thickness_ratio <= 1 and footprint_scale > 0, got {thickness_ratio}, {footprint_scale}"
-        )
-    if axes not in ("opencv", "gltf"):
-        raise ValueError(f"unknown axes {axes!r}; expected 'opencv' or 'gltf'")
-
+    _check_maps(H, W, rgb, confidence)
+    _check_splat_options(stride, footprint_scale, thickness_ratio, min_opacity, max_opacity, axes)
     s = (slice(None, None, stride), slice(None, None, stride))
     lon, lat = (t[s] for t in erp_lonlat_grid(H, W, distance.device, distance.dtype))
     d = distance[s]
     valid = valid_distance_mask(d)
     lon, lat, d = lon[valid], lat[valid], d[valid]
-    ray = lonlat_to_direction(lon, lat)
     east = d * (2 * math.pi / W) * stride * torch.cos(lat) * footprint_scale
     down = d * (math.pi / H) * stride * torch.ones_like(lat) * footprint_scale
-    scales = torch.stack((east, down, thickness_ratio * torch.minimum(east, down)), dim=-1)
-    if confidence is None:
-        opacities = torch.full_like(d, max_opacity)
-    else:
-        c = torch.nan_to_num(confidence[s][valid].to(d.dtype), nan=0.0).clamp(0, 1)
-        opacities = min_opacity + (max_opacity - min_opacity) * c
-    quats = _camera_facing_quaternion(lon, lat)
-    means, normals = ray * d[:, None], -ray
-    if axes == "gltf":
-        flip = torch.tensor([1.0, -1.0, -1.0], dtype=d.dtype, device=d.device)
-        means, normals = means * flip, normals * flip
-        w, x, y, z = quats.unbind(-1)  # left-multiply by the 180 deg x rotation (0, 1, 0, 0)
-        quats = torch.stack((-x, w, -z, y), dim=-1)
-    colours = rgb[:, s[0], s[1]].permute(1, 2, 0)[valid].to(d.dtype).clamp(0, 1)
-    return Splats(means, normals, colours, opacities, scales, quats)
+    colours = rgb[:, s[0], s[1]].permute(1, 2, 0)[valid]
+    conf = None if confidence is None else confidence[s][valid]
+    return _ray_splats(lon, lat, d, east, down, colours, conf, thickness_ratio, min_opacity, max_opacity, axes)
+
+
+def pinhole_splats(
+    points: Tensor,
+    rgb: Tensor,
+    fx: float,
+    fy: float,
+    confidence: Tensor | None = None,
+    *,
+    stride: int = 1,
+    footprint_scale: float = 0.5,
+    thickness_ratio: float = 0.05,
+    min_opacity: float = 0.1,
+    max_opacity: float = 0.95,
+    axes: str = "opencv",
+) -> Splats:
+    """One camera-facing flat Gaussian per (subsampled) pixel of a perspective view (``mode=single_view``).
+
+    Args:
+        points: [H, W, 3] camera-frame points of the pixels (OpenCV axes); pixels with a non-finite point or
+            z <= 0 are dropped.
+        rgb: [3, H, W]; fx, fy: focal lengths in pixels; confidence: optional [H, W].
+        the rest: as :func:`erp_splats`; the in-plane scales are the pixel's footprint ``z / fx`` and ``z / fy``
+        (on the fronto-parallel plane at its depth) times ``stride * footprint_scale``.
+    """
+    if points.ndim != 3 or points.shape[-1] != 3:
+        raise ValueError(f"points must be [H, W, 3], got {tuple(points.shape)}")
+    H, W = points.shape[:2]
+    _check_maps(H, W, rgb, confidence)
+    _check_splat_options(stride, footprint_scale, thickness_ratio, min_opacity, max_opacity, axes)
+    s = (slice(None, None, stride), slice(None, None, stride))
+    p = points[s]
+    valid = torch.isfinite(p).all(-1) & (p[..., 2] > 0)
+    p = p[valid]
+    lon, lat = direction_to_lonlat(p)
+    z = p[:, 2]
+    east = z / float(fx) * stride * footprint_scale
+    down = z / float(fy) * stride * footprint_scale
+    colours = rgb[:, s[0], s[1]].permute(1, 2, 0)[valid]
+    conf = None if confidence is None else confidence[s][valid]
+    return _ray_splats(lon, lat, p.norm(dim=-1), east, down, colours, conf, thickness_ratio, min_opacity,
+                       max_opacity, axes)
 
 
 def splat_ply_properties(sh_degree: int = 3) -> list[str]:

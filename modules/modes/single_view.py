@@ -1,4 +1,5 @@
-"""mode=single_view: a perspective photo -> depth (z) -> point cloud and mesh files.
+"""mode=single_view: a perspective photo -> depth (z) -> point cloud and mesh files (through the same mesh-files
+writer as mode=render_dense, so every export.dense.files / splats / point_cloud / previews option applies).
 
 Intrinsics, in this order: ``mode.camera.fx`` (+ fy, cx, cy), else ``mode.camera.hfov_deg``, else the photo's EXIF
 focal length (``use_exif``), else ``default_hfov_deg``. The predictor's disparity is taken as 1 / depth (one image
@@ -15,25 +16,23 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ..config import options_from
 from ..dataset.io import load_image
 from ..device import configure_runtime
 from ..errors import UserError
 from ..export.depth_files import write_distance_png, write_npy, write_preview
 from ..export.mesh import perspective_grid_mesh
-from ..export.mesh_io import (
-    write_mesh_fbx,
-    write_mesh_glb,
-    write_mesh_obj,
-    write_mesh_ply,
-)
+from ..export.mesh_files import FileOptions, PointCloudOptions, PreviewOptions, SplatOptions, write_mesh_assets
 from ..export.outputs import write_meta
 from ..export.pointcloud import write_point_cloud_ply
+from ..export.splats import pinhole_splats
 from ..geometry.pinhole import (
     PinholeIntrinsics,
     depth_to_points,
     intrinsics_from_exif,
     intrinsics_from_fov,
     intrinsics_from_params,
+    points_to_pixels,
 )
 from ..pipeline import StageTimer, invert_disparity
 
@@ -89,17 +88,21 @@ def run(cfg: DictConfig) -> int:
                               rgb[:, ::s, ::s].permute(1, 2, 0).reshape(-1, 3))
     mesh = perspective_grid_mesh(points, rgb, max_edge_stretch=dense.mesh.max_edge_stretch,
                                  max_grazing_deg=dense.mesh.max_grazing_deg)
-    formats = list(dense.files.formats)
-    if "ply" in formats:
-        write_mesh_ply(out / "mesh.ply", mesh, axes=dense.files.ply_axes)
-    if "obj" in formats:
-        write_mesh_obj(out / "mesh.obj", mesh, axes=dense.files.obj_axes)
-    if "glb" in formats:
-        write_mesh_glb(out / "mesh.glb", mesh, camera=dense.files.glb_camera, camera_yfov_deg=K.vfov_deg,
-                       unlit=dense.files.glb_unlit, double_sided=dense.files.glb_double_sided)
-    if "fbx" in formats:
-        write_mesh_fbx(out / "mesh.fbx", mesh, unit_scale=dense.files.fbx_unit_scale,
-                       assimp_executable=dense.files.assimp_executable)
+    uv, _ = points_to_pixels(mesh.vertices, K)  # pixel centres at integers
+    texture_uvs = torch.stack(((uv[:, 0] + 0.5) / W, 1.0 - (uv[:, 1] + 0.5) / H), dim=-1)
+
+    def sample_points(stride: int):
+        return (points[::stride, ::stride].reshape(-1, 3), rgb[:, ::stride, ::stride].permute(1, 2, 0).reshape(-1, 3))
+
+    files, mesh_stats = write_mesh_assets(
+        out, mesh, files=options_from(FileOptions, dense.files), splats=options_from(SplatOptions, dense.splats),
+        point_cloud=options_from(PointCloudOptions, dense.point_cloud),
+        previews=options_from(PreviewOptions, dense.previews),
+        make_splats=lambda o: pinhole_splats(points, rgb, K.fx, K.fy, confidence, stride=o.stride,
+                                             footprint_scale=o.footprint_scale, thickness_ratio=o.thickness_ratio,
+                                             min_opacity=o.min_opacity, max_opacity=o.max_opacity, axes=o.axes),
+        sample_points=sample_points, preview_map=depth, texture=rgb, texture_uvs=texture_uvs,
+        camera_yfov_deg=K.vfov_deg, what=image_path)
     timer.seconds["writing"] = time.perf_counter() - start
     network = timer.seconds.pop("network")
     write_meta(out, cfg, input={"image_path": image_path, "height": H, "width": W},
@@ -108,6 +111,7 @@ def run(cfg: DictConfig) -> int:
                       "note": "depth median is 1 before scale.factor"},
                predictor=predictor.describe(), intrinsics=K.describe(),
                distance_png={**png, "quantity": "depth (z)"},
-               mesh={"vertices": mesh.num_vertices, "faces": mesh.num_faces})
+               mesh={"vertices": mesh.num_vertices, "faces": mesh.num_faces,
+                     "files": {k: v.name for k, v in files.items()}, **mesh_stats})
     log.info("wrote %s (%d mesh faces)", out, mesh.num_faces)
     return 0

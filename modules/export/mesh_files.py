@@ -1,0 +1,231 @@
+"""The one mesh-files writer: mesh.ply, mesh.obj + mesh.mtl (+ mesh_texture.png), mesh.glb, mesh.fbx, and, when
+enabled, splats.ply, points.ply and preview_*.png, with the written files read back and counted (``verify``).
+
+``mode=render_dense`` (an ERP mesh, via :func:`modules.export.dense.export_dense_assets`) and ``mode=single_view``
+(a perspective mesh) both write through :func:`write_mesh_assets`, so every option of ``export.dense.files``,
+``splats``, ``point_cloud`` and ``previews`` means the same in both. Options are typed dataclasses built by
+:func:`modules.config.options_from` (unknown keys are errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import Tensor
+
+from .mesh import Mesh
+from .mesh_io import (
+    AssimpError,
+    assimp_info,
+    read_ply,
+    write_mesh_fbx,
+    write_mesh_glb,
+    write_mesh_obj,
+    write_mesh_ply,
+)
+from .pointcloud import process_point_cloud, write_point_cloud_ply
+from .splats import Splats, write_splats_ply
+
+__all__ = ["MESH_FORMATS", "FileOptions", "SplatOptions", "PointCloudOptions", "PreviewOptions", "check_formats",
+           "write_mesh_files", "write_mesh_assets"]
+
+log = logging.getLogger(__name__)
+
+MESH_FORMATS = ("ply", "obj", "glb", "fbx")
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """Which mesh files to write and how. ``formats``: subset of ply, obj, glb, fbx; ``obj_texture``: also write the
+    equirect image as the OBJ's texture with spherical UVs; ``fbx_unit_scale``: FBX centimetres per scene unit;
+    ``verify``: formats to read back after writing (OBJ / GLB / FBX with assimp, PLY with plyfile) and compare
+    counts; FBX by default (a few seconds per million faces each); ``glb_camera_yfov_deg``: the GLB camera's vertical
+    field of view, None: the view's own (90 degrees for a panorama, the photo's for a single view)."""
+
+    formats: tuple[str, ...] = MESH_FORMATS
+    ply_axes: str = "opencv"
+    obj_axes: str = "gltf"
+    obj_texture: bool = True
+    glb_camera: bool = True
+    glb_camera_yfov_deg: float | None = None
+    glb_unlit: bool = True
+    glb_double_sided: bool = False
+    fbx_unit_scale: float = 100.0
+    assimp_executable: str | None = None
+    verify: tuple[str, ...] = ("fbx",)
+
+
+@dataclass(frozen=True)
+class SplatOptions:
+    """3DGS splat PLY (``splats.ply``); see splats.py for the meaning of each value."""
+
+    enabled: bool = False
+    stride: int = 1
+    footprint_scale: float = 0.5
+    thickness_ratio: float = 0.05
+    min_opacity: float = 0.1
+    max_opacity: float = 0.95
+    axes: str = "opencv"
+
+
+@dataclass(frozen=True)
+class PointCloudOptions:
+    """Cleaned point cloud (``points.ply``); see pointcloud.process_point_cloud."""
+
+    enabled: bool = False
+    stride: int = 1
+    sor_neighbors: int | None = 20
+    sor_std_ratio: float = 2.0
+    voxel_size: float | None = None
+    normals: bool = True
+    normal_radius: float | None = None
+    normal_max_nn: int = 30
+
+
+@dataclass(frozen=True)
+class PreviewOptions:
+    """PNG previews of the mesh (``preview_*.png``); see previews.py. ``required``: False turns a missing EGL
+    into a logged warning instead of an error."""
+
+    enabled: bool = False
+    views: tuple[str, ...] = ("front", "right", "back", "left", "above", "outside")
+    width: int = 640
+    height: int = 360
+    columns: int = 3
+    cmap: str = "turbo"
+    percentiles: tuple[float, ...] = (2.0, 98.0)
+    required: bool = True
+
+
+def check_formats(files: FileOptions) -> None:
+    bad = sorted((set(files.formats) | set(files.verify)) - set(MESH_FORMATS))
+    if bad:
+        raise ValueError(f"unknown mesh format(s) {bad}; expected some of {MESH_FORMATS}")
+
+
+def _verify(files: dict[str, Path], mesh: Mesh, assimp_executable) -> dict[str, dict]:
+    """Read written files back and compare face counts (and, for PLY, vertex counts: assimp joins identical
+    vertices and splits degenerate triangles into their own meshes, so its vertex counts may differ)."""
+    report = {}
+    for name, path in files.items():
+        if name == "mesh_ply":
+            el = read_ply(path)["elements"]
+            counts = {"vertices": el.get("vertex", 0), "faces": el.get("face", 0)}
+        elif name in ("mesh_obj", "mesh_glb", "mesh_fbx"):
+            counts = assimp_info(path, assimp_executable)
+        else:
+            continue
+        if counts["faces"] != mesh.num_faces or (name == "mesh_ply" and counts["vertices"] != mesh.num_vertices):
+            raise AssimpError(
+                f"{path}: read back {counts['vertices']} vertices / {counts['faces']} faces, wrote "
+                f"{mesh.num_vertices} / {mesh.num_faces}"
+            )
+        report[name] = counts
+    return report
+
+
+def write_mesh_files(
+    out_dir: str | os.PathLike,
+    mesh: Mesh,
+    files: FileOptions,
+    *,
+    texture: Tensor | None = None,
+    texture_uvs: Tensor | None = None,
+    camera_yfov_deg: float = 90.0,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Write ``mesh`` in ``files.formats`` and read back those in ``files.verify``.
+
+    Args:
+        texture: [3, H, W] image for the OBJ (with ``files.obj_texture``); None: vertex colours only.
+        texture_uvs: [V, 2] per-vertex texture coordinates (OBJ convention, v up); None: spherical (a panorama).
+        camera_yfov_deg: the GLB camera's vertical field of view when ``files.glb_camera_yfov_deg`` is null.
+    Returns:
+        ({mesh_ply | mesh_obj | mesh_mtl | mesh_texture | mesh_glb | mesh_fbx: path}, {"read_back": ...} when
+        ``verify`` is set).
+    """
+    fo = files
+    check_formats(fo)
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+    if "ply" in fo.formats:
+        written["mesh_ply"] = write_mesh_ply(out_dir / "mesh.ply", mesh, axes=fo.ply_axes)
+    if "obj" in fo.formats:
+        obj = write_mesh_obj(out_dir / "mesh.obj", mesh, axes=fo.obj_axes,
+                             texture=texture if fo.obj_texture else None, uvs=texture_uvs)
+        written.update({f"mesh_{k}": v for k, v in obj.items()})
+    if "glb" in fo.formats:
+        yfov = camera_yfov_deg if fo.glb_camera_yfov_deg is None else fo.glb_camera_yfov_deg
+        written["mesh_glb"] = write_mesh_glb(out_dir / "mesh.glb", mesh, camera=fo.glb_camera,
+                                             camera_yfov_deg=yfov, unlit=fo.glb_unlit,
+                                             double_sided=fo.glb_double_sided)
+    if "fbx" in fo.formats:
+        written["mesh_fbx"] = write_mesh_fbx(out_dir / "mesh.fbx", mesh, unit_scale=fo.fbx_unit_scale,
+                                             assimp_executable=fo.assimp_executable)
+    stats: dict[str, Any] = {}
+    if fo.verify:
+        check = {k: v for k, v in written.items() if k.startswith("mesh_") and k[5:] in fo.verify}
+        stats["read_back"] = _verify(check, mesh, fo.assimp_executable)
+    return written, stats
+
+
+def write_mesh_assets(
+    out_dir: str | os.PathLike,
+    mesh: Mesh,
+    *,
+    files: FileOptions,
+    splats: SplatOptions,
+    point_cloud: PointCloudOptions,
+    previews: PreviewOptions,
+    make_splats: Callable[[SplatOptions], Splats] | None,
+    sample_points: Callable[[int], tuple[Tensor, Tensor | None]],
+    preview_map: Tensor,
+    texture: Tensor | None = None,
+    texture_uvs: Tensor | None = None,
+    camera_yfov_deg: float = 90.0,
+    what: str = "the input",
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """:func:`write_mesh_files`, then splats.ply, points.ply and previews when enabled.
+
+    Args:
+        make_splats: the view's splats for the options (None: no colours, splats cannot be made).
+        sample_points: stride -> (points [N, 3], colours [N, 3] or None) of the view's valid pixels.
+        preview_map: [H, W] distance or depth shown above the preview renders.
+        what: how to name the source in errors.
+    Returns:
+        (files written, counts: read_back, splats, points, previews_skipped).
+    """
+    out_dir = Path(out_dir)
+    written, stats = write_mesh_files(out_dir, mesh, files, texture=texture, texture_uvs=texture_uvs,
+                                      camera_yfov_deg=camera_yfov_deg)
+    so, po, vo = splats, point_cloud, previews
+    if so.enabled:
+        if make_splats is None:
+            raise ValueError(f"splats need colours: no rgb given (and none found for {what})")
+        sp = make_splats(so)
+        written["splats_ply"] = write_splats_ply(out_dir / "splats.ply", sp)
+        stats["splats"] = sp.num_splats
+    if po.enabled:
+        pts, cols = sample_points(po.stride)
+        pts, cols, normals = process_point_cloud(
+            pts, cols, sor_neighbors=po.sor_neighbors, sor_std_ratio=po.sor_std_ratio, voxel_size=po.voxel_size,
+            normals=po.normals, normal_radius=po.normal_radius, normal_max_nn=po.normal_max_nn)
+        write_point_cloud_ply(out_dir / "points.ply", pts, cols, normals)
+        written["points_ply"] = out_dir / "points.ply"
+        stats["points"] = int(pts.shape[0])
+    if vo.enabled:
+        from .previews import PreviewUnavailableError, write_previews
+
+        try:
+            written.update(write_previews(out_dir, mesh=mesh, distance=preview_map, views=vo.views,
+                                          size=(vo.width, vo.height), columns=vo.columns, cmap=vo.cmap,
+                                          percentiles=vo.percentiles))
+        except PreviewUnavailableError as e:
+            if vo.required:
+                raise
+            log.warning("previews skipped: %s", e)
+            stats["previews_skipped"] = str(e)
+    return written, stats
