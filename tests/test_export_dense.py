@@ -9,12 +9,8 @@ import torch
 from PIL import Image
 
 from modules.config import options_from
-from modules.export.dense import (
-    MeshOptions,
-    RunDirectoryError,
-    export_dense_assets,
-    load_run_distance,
-)
+from modules.export.dense import MeshOptions, export_dense_assets
+from modules.export.run_dir import RunDirectoryError, load_run_distance
 from modules.export.mesh_files import FileOptions
 from modules.export.mesh_io import assimp_read, read_ply
 from modules.export.splats import read_splats_ply

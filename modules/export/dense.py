@@ -1,20 +1,18 @@
 """Dense 3D assets from an ERP distance map: what ``mode=render_dense`` calls.
 
-:func:`load_run_distance` reads an earlier run directory (``distance.npy``, optional ``confidence.npy``,
-``meta.json`` whose ``input.image_path`` gives the colours). :func:`export_dense_assets` scales the distances
+:func:`export_dense_assets` scales the distances
 (metric from camera height, a factor, or relative), builds the ERP grid mesh and writes, in ``out_dir``:
 
     mesh.ply (OpenCV axes)  mesh.obj + mesh.mtl (+ mesh_texture.png)  mesh.glb (camera node)  mesh.fbx
     splats.ply (3DGS)       points.ply                                 preview_*.png
 
-Each group of options is a dataclass below, built from a plain mapping (e.g. a Hydra config node) by
+An earlier run directory is read by :mod:`modules.export.run_dir`. Each group of options is a dataclass, built from a plain mapping (e.g. a Hydra config node) by
 :func:`options_from`; an unknown key is an error, so no config key goes unread. Conventions: see mesh.py and
 mesh_io.py (OpenCV axes inside, glTF axes, Y up, in OBJ / GLB / FBX).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -22,12 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import options_from
-from ..errors import UserError
 from ..fusion.scale import ScaleResult, metric_scale
 from ..geometry.erp_maps import InvalidDistanceError, check_distance_map
 from .mesh import Mesh, decimate_mesh, erp_grid_mesh, poisson_mesh
@@ -43,20 +39,13 @@ from .pointcloud import erp_points
 from .splats import erp_splats
 
 __all__ = [
-    "RunDirectoryError",
-    "RunDistance",
     "MeshOptions",
     "ScaleOptions",
     "DenseExportResult",
-    "load_run_distance",
     "export_dense_assets",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class RunDirectoryError(UserError, FileNotFoundError):
-    """A run directory that is missing or lacks distance.npy."""
 
 
 @dataclass(frozen=True)
@@ -89,96 +78,12 @@ class ScaleOptions:
 
 
 @dataclass(frozen=True)
-class RunDistance:
-    """What :func:`load_run_distance` found: distance [H, W] (invalid pixels NaN), rgb [3, H, W] or None,
-    confidence [H, W] or None, the parsed meta.json (empty without one) and the number of invalid pixels."""
-
-    distance: Tensor
-    rgb: Tensor | None
-    confidence: Tensor | None
-    meta: dict
-    num_invalid: int
-
-
-@dataclass(frozen=True)
 class DenseExportResult:
     """Files written ({name: path}), the scale applied (``scale.info`` belongs in meta.json) and counts."""
 
     files: dict[str, Path]
     scale: ScaleResult
     stats: dict[str, Any]
-
-
-def _load_image(path: Path, size: tuple[int, int]) -> Tensor:
-    """RGB image -> [3, H, W] float in [0, 1], resized (bilinear) to ``size`` = (H, W) when needed."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if (im.height, im.width) != size:
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-def load_run_distance(run_dir: str | os.PathLike) -> RunDistance:
-    """Read an earlier run directory.
-
-    Reads ``distance.npy`` ([H, W] float), ``confidence.npy`` if present, ``meta.json`` if present, and the input
-    image named by ``meta["input"]["image_path"]`` (absolute, or relative to the working directory or the run
-    directory) for colours when readable. Non-finite and non-positive distances become NaN (invalid, dropped by
-    the exporters) and are counted.
-
-    Raises:
-        RunDirectoryError: the directory or its distance.npy is missing.
-        InvalidDistanceError: distance.npy is not a 2-D numeric array or has no valid pixel.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirectoryError(f"{run_dir}: run directory does not exist")
-    dpath = run_dir / "distance.npy"
-    if not dpath.is_file():
-        raise RunDirectoryError(f"{dpath}: no distance.npy in the run directory (is it the output of a predict run?)")
-    try:
-        arr = np.load(dpath, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InvalidDistanceError(f"{dpath}: not a readable .npy array ({e})") from e
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise InvalidDistanceError(f"{dpath}: expected a 2-D numeric [H, W] array, got shape {arr.shape} {arr.dtype}")
-    distance = torch.from_numpy(arr.astype(np.float32))
-    valid = check_distance_map(distance, name=str(dpath))
-    num_invalid = int((~valid).sum())
-    if num_invalid:
-        log.warning("%s: %d of %d pixels are NaN, inf or <= 0; they are dropped", dpath, num_invalid, valid.numel())
-        distance = torch.where(valid, distance, torch.full_like(distance, float("nan")))
-    meta = {}
-    mpath = run_dir / "meta.json"
-    if mpath.is_file():
-        try:
-            meta = json.loads(mpath.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{mpath}: invalid JSON ({e})") from e
-    confidence = None
-    cpath = run_dir / "confidence.npy"
-    if cpath.is_file():
-        conf = np.load(cpath, allow_pickle=False)
-        if conf.shape == arr.shape:
-            confidence = torch.from_numpy(conf.astype(np.float32))
-        else:
-            log.warning("%s: shape %s differs from distance.npy %s; ignored", cpath, conf.shape, arr.shape)
-    rgb = None
-    image = (meta.get("input") or {}).get("image_path") if isinstance(meta, dict) else None
-    if image:
-        for cand in (Path(image), run_dir / image):
-            if cand.is_file():
-                try:
-                    rgb = _load_image(cand, tuple(arr.shape))
-                    break
-                except OSError as e:
-                    log.warning("%s: input image not readable (%s); exporting without colours", cand, e)
-        else:
-            log.warning("input image %s (from %s) not found; exporting without colours", image, mpath)
-    return RunDistance(distance, rgb, confidence, meta, num_invalid)
 
 
 def _build_mesh(distance: Tensor, rgb: Tensor | None, o: MeshOptions) -> Mesh:

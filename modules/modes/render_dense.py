@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..dataset.io import load_panorama
 from ..device import configure_runtime
-from ..export.dense import export_dense_assets, load_run_distance
+from ..export.dense import export_dense_assets
+from ..export.run_dir import load_run_distance
 from ..export.outputs import write_meta, write_panorama_outputs
 from ..pipeline import build_pipeline
 

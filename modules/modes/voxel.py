@@ -6,49 +6,34 @@ run's depth.npy with its intrinsics from meta.json) or from running the tangent 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ..dataset.io import load_image, load_panorama
+from ..dataset.io import load_panorama
 from ..device import configure_runtime
-from ..errors import UserError
 from ..export.outputs import write_meta
 from ..export.pointcloud import erp_points
+from ..export.run_dir import read_run
 from ..export.voxel import voxelize_points, write_vox, write_voxel_npy
-from ..geometry.pinhole import PinholeIntrinsics, depth_to_points
+from ..geometry.pinhole import depth_to_points
 from ..pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
 
 
 def points_from_run(run_dir: Path, stride: int) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """(points [N, 3], colours [N, 3] or None, meta) of an earlier run directory."""
-    meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    image = meta.get("input", {}).get("image_path")
-    if (run_dir / "distance.npy").is_file():
-        distance = torch.from_numpy(np.load(run_dir / "distance.npy"))
-        rgb = load_panorama(image) if image and Path(image).is_file() else None
-        if rgb is not None and tuple(rgb.shape[1:]) != tuple(distance.shape):
-            rgb = None
-        return (*erp_points(distance, rgb, stride), meta)
-    if (run_dir / "depth.npy").is_file():
-        if "intrinsics" not in meta:
-            raise UserError(f"{run_dir}: depth.npy without intrinsics in meta.json")
-        k = meta["intrinsics"]
-        K = PinholeIntrinsics(k["fx"], k["fy"], k["cx"], k["cy"], k["width"], k["height"], k.get("source", "meta"))
-        depth = torch.from_numpy(np.load(run_dir / "depth.npy"))
-        pts = depth_to_points(depth, K)[::stride, ::stride].reshape(-1, 3)
-        rgb = load_image(image) if image and Path(image).is_file() else None
-        cols = None if rgb is None else rgb[:, ::stride, ::stride].permute(1, 2, 0).reshape(-1, 3)
-        return pts, cols, meta
-    raise UserError(f"{run_dir}: no distance.npy or depth.npy (not a run directory of mode=predict or single_view)")
+    """(points [N, 3], colours [N, 3] or None, meta) of an earlier run directory (:func:`read_run`)."""
+    run = read_run(run_dir)
+    if run.kind == "panorama":
+        return (*erp_points(run.values, run.rgb, stride), run.meta)
+    points = depth_to_points(run.values, run.intrinsics)[::stride, ::stride]
+    valid = torch.isfinite(points).all(-1)
+    colours = None if run.rgb is None else run.rgb[:, ::stride, ::stride].permute(1, 2, 0)[valid]
+    return points[valid], colours, run.meta
 
 
 def run(cfg: DictConfig) -> int:
