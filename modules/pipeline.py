@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
 from .device import resolve_device
@@ -28,7 +28,7 @@ from .fusion.alignment import Alignment
 from .fusion.blending import Blender, fill_holes
 from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
-from .fusion.scale import apply_scale
+from .fusion.scale import Scale
 from .geo_predictors.base import DepthPredictor
 from .geometry.erp_maps import resize_map
 from .geometry.projections import TangentProjection
@@ -36,7 +36,8 @@ from .geometry.tangent import erp_to_faces
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "build_pipeline", "invert_disparity"]
+__all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "build_pipeline", "build_equirect",
+           "invert_disparity"]
 
 
 class StageTimer:
@@ -111,7 +112,7 @@ class PanoramaPipeline:
         refinement: gradient-domain refinement (``refine(L0, gx, gy, wx, wy, fidelity) -> (L, info)``) or None.
         refine_height: ERP height at which the refinement is solved (its correction is upsampled to the output).
         device: where geometry and fusion run (``auto`` | ``cpu`` | ``cuda`` | ``mps``).
-        scale: metric scale options (see :func:`apply_scale`); None: relative output with median 1.
+        scale: the scale stage (:class:`~modules.fusion.scale.Scale`); None: relative output with median 1.
         preprocess: callable applied to the face images [F, 3, S, S] before prediction (None: none).
     """
 
@@ -124,7 +125,7 @@ class PanoramaPipeline:
         refinement=None,
         refine_height: int = 512,
         device: str = "cpu",
-        scale: dict | None = None,
+        scale: Scale | None = None,
         preprocess=None,
     ):
         self.projection = projection
@@ -134,7 +135,7 @@ class PanoramaPipeline:
         self.refinement = None if isinstance(refinement, NoRefinement) else refinement
         self.refine_height = int(refine_height)
         self.device = resolve_device(device)
-        self.scale = scale
+        self.scale = scale if scale is not None else Scale()
         self.preprocess = preprocess
         self._cameras = None
 
@@ -173,7 +174,8 @@ class PanoramaPipeline:
             with timer("refinement", dev):
                 distance, info["refinement"] = self._refine(aligned, distance)
         with timer("scale", dev):
-            distance, scale_info = apply_scale(distance, self.scale)
+            distance, scaled = self.scale(distance)
+            scale_info = scaled.info
         return PipelineResult(
             distance=distance.float(),
             confidence=conf.float(),
@@ -209,19 +211,19 @@ class EquirectPipeline:
         predictor: relative-disparity predictor.
         pad_fraction: circular padding on each side, as a fraction of the width (0 disables).
         device: where the post-processing runs.
-        scale: metric scale options (see :func:`apply_scale`).
+        scale: the scale stage (:class:`~modules.fusion.scale.Scale`); None: relative output with median 1.
         fill_iterations: how far invalid pixels are filled from valid neighbours.
         preprocess: callable applied to the padded image [1, 3, H, W'] before prediction (None: none).
     """
 
     def __init__(self, predictor: DepthPredictor, pad_fraction: float = 0.125, device: str = "cpu",
-                 scale: dict | None = None, fill_iterations: int = 512, preprocess=None):
+                 scale: Scale | None = None, fill_iterations: int = 512, preprocess=None):
         if not 0 <= pad_fraction <= 0.5:
             raise ValueError(f"pad_fraction must be in [0, 0.5], got {pad_fraction}")
         self.predictor = predictor
         self.pad_fraction = float(pad_fraction)
         self.device = resolve_device(device)
-        self.scale = scale
+        self.scale = scale if scale is not None else Scale()
         self.fill_iterations = int(fill_iterations)
         self.preprocess = preprocess
 
@@ -247,7 +249,8 @@ class EquirectPipeline:
                                               confidence[0, :, pad:pad + W].to(dev, torch.float32),
                                               self.fill_iterations, image_path)
         with timer("scale", dev):
-            distance, scale_info = apply_scale(distance, self.scale)
+            distance, scaled = self.scale(distance)
+            scale_info = scaled.info
         return PipelineResult(distance.float(), conf, None, timer.seconds,
                               {"scale": scale_info, "method": "equirect", "pad_columns": pad})
 
@@ -265,6 +268,18 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
         refinement=instantiate(cfg.refinement),
         refine_height=cfg.fusion.refine_height,
         device=cfg.runtime.device,
-        scale=OmegaConf.to_container(cfg.scale, resolve=True),
+        scale=instantiate(cfg.scale, _convert_="all"),
+        preprocess=instantiate(cfg.preprocess, _convert_="all"),
+    )
+
+
+def build_equirect(cfg: DictConfig, predictor=None) -> EquirectPipeline:
+    """The one-pass baseline built from config (``mode.pad_fraction``; the predictor may be passed in)."""
+    return EquirectPipeline(
+        predictor if predictor is not None else instantiate(cfg.predictor),
+        pad_fraction=cfg.mode.pad_fraction,
+        device=cfg.runtime.device,
+        scale=instantiate(cfg.scale, _convert_="all"),
+        fill_iterations=cfg.fusion.blender.fill_iterations,
         preprocess=instantiate(cfg.preprocess, _convert_="all"),
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..config import options_from
-from ..fusion.scale import ScaleResult, metric_scale
+from ..fusion.scale import Scale, ScaleResult
 from ..geometry.erp_maps import InvalidDistanceError, check_distance_map
 from .mesh import Mesh, decimate_mesh, erp_grid_mesh, poisson_mesh
 from .mesh_files import (
@@ -40,7 +40,6 @@ from .splats import erp_splats
 
 __all__ = [
     "MeshOptions",
-    "ScaleOptions",
     "DenseExportResult",
     "export_dense_assets",
 ]
@@ -63,18 +62,6 @@ class MeshOptions:
     poisson: bool = False
     poisson_depth: int = 9
     poisson_density_quantile: float = 0.02
-
-
-@dataclass(frozen=True)
-class ScaleOptions:
-    """``camera_height`` (metres, floor fit) or ``factor``; neither: ``relative`` = "median" (median distance 1)
-    or "keep" (distances as given, e.g. an earlier run already scaled). ``floor``: options of
-    scale.fit_floor_plane."""
-
-    camera_height: float | None = None
-    factor: float | None = None
-    relative: str = "median"
-    floor: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,7 +96,7 @@ def export_dense_assets(
     splats: SplatOptions | Mapping | None = None,
     point_cloud: PointCloudOptions | Mapping | None = None,
     previews: PreviewOptions | Mapping | None = None,
-    scale: ScaleOptions | Mapping | None = None,
+    scale: Scale | Mapping | None = None,
     generator: torch.Generator | None = None,
 ) -> DenseExportResult:
     """Scale the distances and write the mesh files (and splats, point cloud, previews when enabled).
@@ -119,7 +106,8 @@ def export_dense_assets(
         rgb: [3, H, W] colours in [0, 1], or None (uncoloured files, no OBJ texture, no splats).
         out_dir: output directory (created).
         confidence: optional [H, W] in [0, 1] (splat opacity).
-        mesh, files, splats, point_cloud, previews, scale: option groups (dataclass, mapping or None).
+        mesh, files, splats, point_cloud, previews: option groups (dataclass, mapping or None).
+        scale: the scale stage (:class:`~modules.fusion.scale.Scale` or its options; None: median 1).
         generator: torch.Generator for the floor fit.
     Returns:
         :class:`DenseExportResult`; ``files`` keys: mesh_ply, mesh_obj, mesh_mtl, mesh_texture, mesh_glb,
@@ -127,15 +115,14 @@ def export_dense_assets(
     """
     mo, fo = options_from(MeshOptions, mesh), options_from(FileOptions, files)
     so, po = options_from(SplatOptions, splats), options_from(PointCloudOptions, point_cloud)
-    vo, sc = options_from(PreviewOptions, previews), options_from(ScaleOptions, scale)
+    vo, sc = options_from(PreviewOptions, previews), options_from(Scale, scale)
     check_formats(fo)
     valid = check_distance_map(distance)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    scale_result = metric_scale(distance, camera_height=sc.camera_height, factor=sc.factor, floor=sc.floor,
-                                relative=sc.relative, generator=generator)
-    d = torch.where(valid, distance * scale_result.factor, torch.full_like(distance, float("nan")))
+    scaled, scale_result = sc(distance, generator)
+    d = torch.where(valid, scaled, torch.full_like(distance, float("nan")))
     m = _build_mesh(d, rgb, mo)
     written, stats = write_mesh_assets(
         out_dir, m, files=fo, splats=so, point_cloud=po, previews=vo, texture=rgb,

@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..geometry.erp_maps import check_distance_map
 from ..geometry.spherical import erp_directions
 
-__all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "fit_floor_plane", "metric_scale", "apply_scale"]
+__all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "Scale", "fit_floor_plane", "metric_scale"]
 
 
 class FloorNotFoundError(UserError, ValueError):
@@ -137,6 +137,10 @@ def fit_floor_plane(
     return FloorPlane(normal, float(offset), fraction, tilt, n_cand)
 
 
+_KEEP_INFO = {"units": "unchanged", "method": "keep", "factor": 1.0,
+              "note": "distances kept as given (no camera_height or factor)"}
+
+
 def metric_scale(
     distance: Tensor,
     *,
@@ -182,11 +186,13 @@ def metric_scale(
             raise ValueError(f"scale.factor must be a positive finite number, got {factor}")
         return ScaleResult(float(factor), {"units": "given factor", "method": "factor", "factor": float(factor)})
     if relative == "keep":
-        return ScaleResult(1.0, {"units": "unchanged", "method": "keep", "factor": 1.0,
-                                 "note": "distances kept as given (no camera_height or factor)"})
+        return ScaleResult(1.0, dict(_KEEP_INFO))
     if relative != "median":
         raise ValueError(f"scale.relative must be 'median' or 'keep', got {relative!r}")
-    median = float(distance[valid].median())
+    return _median_result(float(distance[valid].median()))
+
+
+def _median_result(median: float) -> ScaleResult:
     return ScaleResult(1.0 / median, {
         "units": "relative",
         "method": "median",
@@ -196,23 +202,41 @@ def metric_scale(
     })
 
 
-def apply_scale(distance: Tensor, scale: dict | None = None) -> tuple[Tensor, dict]:
-    """Median-normalise, then make metric if asked.
+@dataclass(frozen=True)
+class Scale:
+    """The one scale path (config group ``scale``, ``_target_: modules.fusion.scale.Scale``): the tangent and
+    equirect pipelines, single_view and render_dense all scale through it.
 
-    Args:
-        distance: [H, W] positive.
-        scale: ``camera_height`` (metres; the floor is fitted below the camera), ``factor`` (multiplies the
-            median-1 map), ``floor`` (floor-fit options), ``seed`` (its RANSAC generator); None or neither key:
-            relative output with median 1.
-    Returns:
-        the scaled distance and a description for meta.json (``units`` relative / metres / given factor).
+    ``relative``: "median" divides by the median valid distance (median 1), "keep" leaves the input as it is (an
+    earlier run, already scaled); then ``camera_height`` (metres, floor fit with ``floor`` options and a generator
+    seeded by ``seed``) or ``factor`` makes it metric (see :func:`metric_scale`).
     """
-    scale = dict(scale or {})
-    out = distance / distance[distance > 0].median()
-    if scale.get("camera_height") is None and scale.get("factor") is None:
-        return out, {"units": "relative", "method": "median",
-                     "note": "not metric: the median distance is 1; set scale.camera_height or scale.factor"}
-    generator = torch.Generator(device=out.device).manual_seed(int(scale.get("seed", 0)))
-    result = metric_scale(out, camera_height=scale.get("camera_height"), factor=scale.get("factor"),
-                          floor=scale.get("floor"), relative="keep", generator=generator)
-    return out * result.factor, result.info
+
+    camera_height: float | None = None
+    factor: float | None = None
+    relative: str = "median"
+    floor: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.relative not in ("median", "keep"):
+            raise ValueError(f"scale.relative must be 'median' or 'keep', got {self.relative!r}")
+
+    def __call__(self, distance: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, ScaleResult]:
+        """[H, W] distance (NaN / inf / <= 0 invalid) -> the scaled map and the total factor with its description.
+
+        ``generator``: for the floor fit; None: one seeded with ``seed`` on the map's device.
+        """
+        valid = check_distance_map(distance)
+        if self.relative == "median":
+            median = distance[valid].median()
+            out, base = distance / median, _median_result(float(median))
+        else:
+            out, base = distance, ScaleResult(1.0, dict(_KEEP_INFO))
+        if self.camera_height is None and self.factor is None:
+            return out, base
+        if generator is None:
+            generator = torch.Generator(device=distance.device).manual_seed(int(self.seed))
+        metric = metric_scale(out, camera_height=self.camera_height, factor=self.factor, floor=dict(self.floor or {}),
+                              relative="keep", generator=generator)
+        return out * metric.factor, ScaleResult(base.factor * metric.factor, metric.info)

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..dataset.io import load_panorama
 from ..device import configure_runtime
 from ..export.outputs import write_panorama_outputs
-from ..pipeline import EquirectPipeline
-
-
-def build_equirect(cfg: DictConfig, predictor=None) -> EquirectPipeline:
-    return EquirectPipeline(
-        predictor if predictor is not None else instantiate(cfg.predictor),
-        pad_fraction=cfg.mode.pad_fraction,
-        device=cfg.runtime.device,
-        scale=OmegaConf.to_container(cfg.scale, resolve=True),
-        fill_iterations=cfg.fusion.blender.fill_iterations,
-        preprocess=instantiate(cfg.preprocess, _convert_="all"),
-    )
+from ..pipeline import build_equirect
 
 
 def run(cfg: DictConfig) -> int:

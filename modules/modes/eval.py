@@ -25,8 +25,7 @@ from ..evaluation.report import (
     write_summary_json,
 )
 from ..export.outputs import write_meta
-from ..pipeline import build_pipeline
-from .equirect import build_equirect
+from ..pipeline import build_equirect, build_pipeline
 
 log = logging.getLogger(__name__)
 

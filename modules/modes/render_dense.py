@@ -8,12 +8,13 @@ import logging
 import time
 from pathlib import Path
 
-import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..dataset.io import load_panorama
 from ..device import configure_runtime
 from ..export.dense import export_dense_assets
+from ..fusion.scale import Scale
 from ..export.run_dir import load_run_distance
 from ..export.outputs import write_meta, write_panorama_outputs
 from ..pipeline import build_pipeline
@@ -30,15 +31,13 @@ def dense_options(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig) -> int:
     configure_runtime(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    generator = torch.Generator().manual_seed(int(cfg.scale.seed))
     if cfg.mode.run_dir:
         src = load_run_distance(cfg.mode.run_dir)
         # an earlier run is already scaled: keep it unless a camera height or factor is given now
-        scale = {"camera_height": cfg.scale.camera_height, "factor": cfg.scale.factor, "relative": "keep",
-                 "floor": OmegaConf.to_container(cfg.scale.floor, resolve=True)}
+        scale = instantiate(cfg.scale, _convert_="all", relative="keep")
         start = time.perf_counter()
         result = export_dense_assets(src.distance, src.rgb, out_dir, src.confidence, scale=scale,
-                                     generator=generator, **dense_options(cfg))
+                                     **dense_options(cfg))
         write_meta(out_dir, cfg,
                    input={"run_dir": str(cfg.mode.run_dir), "image_path": src.meta.get("input", {}).get("image_path"),
                           "invalid_pixels": src.num_invalid},
@@ -52,7 +51,7 @@ def run(cfg: DictConfig) -> int:
         res = pipeline.run(rgb, image_path)
         start = time.perf_counter()
         result = export_dense_assets(res.distance.cpu(), rgb, out_dir, res.confidence.cpu(),
-                                     scale={"relative": "keep"}, generator=generator, **dense_options(cfg))
+                                     scale=Scale(relative="keep"), **dense_options(cfg))  # the pipeline scaled it
         res.timings["dense_export"] = time.perf_counter() - start
         write_panorama_outputs(out_dir, rgb, res, cfg, image_path, {
             "predictor": pipeline.predictor.describe(),

@@ -51,12 +51,11 @@ def camera_intrinsics(cam: DictConfig, image_path: str, width: int, height: int)
 
 def predict_depth(predictor, rgb: torch.Tensor, image_path: str, fill_iterations: int,
                   preprocess=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """rgb [3, H, W] -> depth [H, W] (median 1, holes filled) and confidence [H, W]."""
+    """rgb [3, H, W] -> depth [H, W] (up to scale, holes filled) and confidence [H, W]."""
     predictor.begin_panorama(image_path, tuple(rgb.shape[1:]))
     image = rgb[None].to(predictor.device)
     disparity, confidence = predictor.predict_with_confidence(image if preprocess is None else preprocess(image), None)
-    depth, conf = invert_disparity(disparity[0].float().cpu(), confidence[0].float().cpu(), fill_iterations, image_path)
-    return depth / depth.median(), conf
+    return invert_disparity(disparity[0].float().cpu(), confidence[0].float().cpu(), fill_iterations, image_path)
 
 
 def run(cfg: DictConfig) -> int:
@@ -72,8 +71,7 @@ def run(cfg: DictConfig) -> int:
     with timer("network"):
         depth, confidence = predict_depth(predictor, rgb, image_path, cfg.fusion.blender.fill_iterations,
                                           instantiate(cfg.preprocess, _convert_="all"))
-    factor = 1.0 if cfg.scale.factor is None else float(cfg.scale.factor)
-    depth = depth * factor
+    depth, scaled = instantiate(cfg.scale, _convert_="all")(depth)  # median 1, times scale.factor when given
     out = Path(cfg.paths.output_dir)
     ex, dense = cfg.export, cfg.export.dense
     start = time.perf_counter()
@@ -107,8 +105,7 @@ def run(cfg: DictConfig) -> int:
     network = timer.seconds.pop("network")
     write_meta(out, cfg, input={"image_path": image_path, "height": H, "width": W},
                timings={"network": network, **timer.seconds},
-               scale={"units": "relative" if cfg.scale.factor is None else "given factor", "factor": factor,
-                      "note": "depth median is 1 before scale.factor"},
+               scale=scaled.info,
                predictor=predictor.describe(), intrinsics=K.describe(),
                distance_png={**png, "quantity": "depth (z)"},
                mesh={"vertices": mesh.num_vertices, "faces": mesh.num_faces,
