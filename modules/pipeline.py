@@ -2,7 +2,7 @@
 
     rgb [3, H, W] -> tangent faces (one batched grid_sample) -> predictor on all faces (batched)
       -> global alignment (closed-form, robust) -> blending into the ERP grid
-      -> gradient-domain refinement (optional, solved at refine_height, correction upsampled)
+      -> gradient-domain refinement (optional, solved at refinement.height, correction upsampled)
       -> scale (median 1 or metric)
 
 Stages are built from config by :func:`build_pipeline` (every stage ``hydra.utils.instantiate``-d from its group)
@@ -30,7 +30,6 @@ from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
 from .fusion.scale import Scale
 from .geo_predictors.base import DepthPredictor
-from .geometry.erp_maps import resize_map
 from .geometry.projections import TangentProjection
 from .geometry.tangent import erp_to_faces
 
@@ -109,8 +108,8 @@ class PanoramaPipeline:
         predictor: relative disparity for a batch of faces.
         alignment: per-face scale/shift solver.
         blender: ERP blending.
-        refinement: gradient-domain refinement (``refine(L0, gx, gy, wx, wy, fidelity) -> (L, info)``) or None.
-        refine_height: ERP height at which the refinement is solved (its correction is upsampled to the output).
+        refinement: the refinement stage (``apply(blender, faces, distance, confidence) -> (distance, info)``,
+            e.g. :class:`~modules.fusion.refinement.GradientRefinement`); None: none.
         device: where geometry and fusion run (``auto`` | ``cpu`` | ``cuda`` | ``mps``).
         scale: the scale stage (:class:`~modules.fusion.scale.Scale`); None: relative output with median 1.
         preprocess: callable applied to the face images [F, 3, S, S] before prediction (None: none).
@@ -123,7 +122,6 @@ class PanoramaPipeline:
         alignment: Alignment,
         blender: Blender,
         refinement=None,
-        refine_height: int = 512,
         device: str = "cpu",
         scale: Scale | None = None,
         preprocess=None,
@@ -132,8 +130,7 @@ class PanoramaPipeline:
         self.predictor = predictor
         self.alignment = alignment
         self.blender = blender
-        self.refinement = None if isinstance(refinement, NoRefinement) else refinement
-        self.refine_height = int(refine_height)
+        self.refinement = refinement if refinement is not None else NoRefinement()
         self.device = resolve_device(device)
         self.scale = scale if scale is not None else Scale()
         self.preprocess = preprocess
@@ -170,9 +167,10 @@ class PanoramaPipeline:
         with timer("blending", dev):
             distance, conf = self.blender.blend(aligned, H, W)
         info = {}
-        if self.refinement is not None:
-            with timer("refinement", dev):
-                distance, info["refinement"] = self._refine(aligned, distance)
+        with timer("refinement", dev):
+            distance, refined = self.refinement.apply(self.blender, aligned, distance, conf)
+        if refined:
+            info["refinement"] = refined
         with timer("scale", dev):
             distance, scaled = self.scale(distance)
             scale_info = scaled.info
@@ -183,20 +181,6 @@ class PanoramaPipeline:
             timings=timer.seconds,
             info={"alignment": aligned.info, "scale": scale_info, "num_faces": cams.num_faces, **info},
         )
-
-    def _refine(self, aligned: AlignedFaces, distance: Tensor) -> tuple[Tensor, dict]:
-        """Solve the refinement at ``refine_height`` and apply its (upsampled) correction to the full-size map."""
-        H, W = distance.shape
-        h = min(H, self.refine_height)
-        g = self.blender.log_gradients(aligned, h, 2 * h)
-        L, info = self.refinement.refine(g["log_distance"], g["gx"], g["gy"], g["wx"], g["wy"], g["confidence"])
-        correction = L - g["log_distance"]
-        if not bool(torch.isfinite(correction).all()):
-            log.warning("refinement produced non-finite values; keeping the blend unrefined")
-            return distance, {**info, "solve_height": h, "applied": False}
-        if h != H:
-            correction = resize_map(correction, (H, W), erp=True)
-        return distance * torch.exp(correction), {**info, "solve_height": h, "applied": True}
 
 
 class EquirectPipeline:
@@ -266,7 +250,6 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
         alignment=instantiate(cfg.alignment),
         blender=instantiate(cfg.fusion.blender),
         refinement=instantiate(cfg.refinement),
-        refine_height=cfg.fusion.refine_height,
         device=cfg.runtime.device,
         scale=instantiate(cfg.scale, _convert_="all"),
         preprocess=instantiate(cfg.preprocess, _convert_="all"),

@@ -13,7 +13,7 @@ AFFINE = ["predictor.corruption.scale_range=[0.5,2.0]", "predictor.corruption.sh
           "predictor.corruption.warp_amplitude=0", "predictor.corruption.noise_std=0"]
 WARPED = ["predictor.corruption.scale_range=[0.5,2.0]", "predictor.corruption.shift_range=[-0.2,0.2]",
           "predictor.corruption.warp_amplitude=0.1", "predictor.corruption.noise_std=0.02"]
-BASE = ["predictor=synthetic", "projection.face_size=128", "fusion.refine_height=256"]
+BASE = ["predictor=synthetic", "projection.face_size=128", "refinement.height=256"]
 
 
 def abs_rel(pred: np.ndarray, gt: np.ndarray) -> float:

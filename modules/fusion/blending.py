@@ -149,7 +149,8 @@ class Blender:
         distance = fill_holes(distance.view(height, width), valid.view(height, width), self.fill_iterations)
         return distance, confidence.view(height, width)
 
-    def log_gradients(self, faces: AlignedFaces, height: int, width: int) -> dict[str, Tensor]:
+    def log_gradients(self, faces: AlignedFaces, height: int, width: int,
+                      blend: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
         """The blended log-distance and the faces' own log-distance differences across ERP edges, blended.
 
         Each face's log-distance is differentiated in its own image (central differences), so a face contributes
@@ -157,11 +158,15 @@ class Blender:
         gradient at the edge's midpoint times the edge's step in the face (exact for fields linear in the face),
         and likewise for (u, v) -> (u, v + 1). Faces are weighted as in :meth:`blend`.
 
+        Args:
+            blend: :meth:`blend`'s (distance, confidence) at this size when the caller has it (not blended again).
         Returns:
             ``log_distance`` [H, W] (log of :meth:`blend`'s distance), ``gx``/``gy`` [H, W] target differences,
             ``wx``/``wy`` [H, W] edge weights in [0, 1] (0: no face saw the edge), ``confidence`` [H, W].
         """
-        distance, confidence = self.blend(faces, height, width)
+        if blend is not None and tuple(blend[0].shape) != (height, width):
+            raise ValueError(f"blend is {tuple(blend[0].shape)}, expected ({height}, {width})")
+        distance, confidence = blend if blend is not None else self.blend(faces, height, width)
         geometry = self._geometry(faces, height, width)
         samples = geometry["samples"]
         if "edges" not in geometry:

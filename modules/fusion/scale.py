@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..geometry.erp_maps import check_distance_map
-from ..geometry.spherical import erp_directions
+from ..geometry.spherical import erp_directions, erp_row_latitudes
 
 __all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "Scale", "fit_floor_plane", "metric_scale"]
 
@@ -98,7 +98,7 @@ def fit_floor_plane(
     H, W = distance.shape
     dirs = erp_directions(H, W, distance.device, distance.dtype)
     lat_limit = -math.radians(min_depression_deg)
-    lat = (0.5 - (torch.arange(H, device=distance.device, dtype=distance.dtype) + 0.5) / H) * math.pi
+    lat = erp_row_latitudes(H, distance.device, distance.dtype)
     cand = valid & (lat <= lat_limit)[:, None]
     pts = dirs[cand] * distance[cand][:, None]
     n_cand = int(pts.shape[0])

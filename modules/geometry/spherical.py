@@ -25,6 +25,7 @@ __all__ = [
     "erp_pixel_to_direction",
     "direction_to_erp_pixel",
     "erp_lonlat_grid",
+    "erp_row_latitudes",
     "erp_directions",
     "erp_pixel_solid_angle",
 ]
@@ -92,6 +93,14 @@ def erp_pixel_to_direction(u: Tensor, v: Tensor, height: int, width: int) -> Ten
 def direction_to_erp_pixel(direction: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
     """Directions [..., 3] -> continuous pixel coordinates (u, v), each [...]."""
     return lonlat_to_erp_pixel(*direction_to_lonlat(direction), height, width)
+
+
+def erp_row_latitudes(
+    height: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32, offset: float = 0.5
+) -> Tensor:
+    """Latitude of each ERP row: [H]. ``offset`` 0.5: the row centres; 1.0: the edges between row v and v + 1."""
+    v = torch.arange(height, device=device, dtype=dtype)
+    return (0.5 - (v + offset) / height) * math.pi
 
 
 def erp_lonlat_grid(
