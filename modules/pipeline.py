@@ -30,6 +30,7 @@ from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
 from .fusion.scale import Scale
 from .geo_predictors.base import DepthPredictor
+from .geometry.cache import ValueCache
 from .geometry.projections import TangentProjection
 from .geometry.tangent import erp_to_faces
 
@@ -135,6 +136,11 @@ class PanoramaPipeline:
         self.scale = scale if scale is not None else Scale()
         self.preprocess = preprocess
         self._cameras = None
+        #: derived geometry of the stages (samples, sparse patterns) keyed by value; shared by the stages
+        self.cache = ValueCache()
+        for stage in (alignment, blender):
+            if hasattr(stage, "cache"):
+                stage.cache = self.cache
 
     def cameras(self, dtype: torch.dtype = torch.float32):
         if self._cameras is None:

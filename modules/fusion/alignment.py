@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..geometry.spherical import erp_pixel_solid_angle
 from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces
+from ..geometry.cache import ValueCache
 from .faces import AlignedFaces, FacePredictions
 
 __all__ = ["Alignment", "GlobalAffineAlignment", "PerFaceMedianAlignment", "overlap_pairs"]
@@ -164,7 +165,8 @@ class GlobalAffineAlignment(Alignment):
         self.ridge = float(ridge)
         self.min_scale = float(min_scale)
         self.weight_power = float(weight_power)
-        self._cache: dict = {}
+        #: derived geometry by value (the pipeline replaces it with the one it owns)
+        self.cache = ValueCache()
 
     def describe(self) -> dict:
         return {
@@ -178,17 +180,19 @@ class GlobalAffineAlignment(Alignment):
         """Overlap samples and pairs at ``sample_height`` (cached per camera set): samples (pixel-major), first,
         second [M], the pair's face-pair type [M] and, per type, the (row, col) of its 4 x 4 normal-matrix block."""
         cams = pred.cameras
-        key = cams.cache_key()
-        if key not in self._cache:
-            samples, first, second = overlap_samples(pred, self.sample_height, self.weight_power)
-            fa, fb = samples.face_index[first], samples.face_index[second]
-            types, pair_type = torch.unique(fa * cams.num_faces + fb, return_inverse=True)
-            ta, tb = types // cams.num_faces, types % cams.num_faces
-            cols = torch.stack((2 * ta, 2 * ta + 1, 2 * tb, 2 * tb + 1), 1)  # [T, 4] unknowns of each type
-            block_rows = cols[:, :, None].expand(-1, 4, 4).reshape(-1)
-            block_cols = cols[:, None, :].expand(-1, 4, 4).reshape(-1)
-            self._cache = {key: (samples, first, second, pair_type, (block_rows, block_cols, len(types)))}
-        return self._cache[key]
+        key = ("affine", self.sample_height, self.weight_power, *cams.cache_key(), str(pred.disparity.device))
+        return self.cache.get(key, lambda: self._build_samples(pred))
+
+    def _build_samples(self, pred: FacePredictions):
+        cams = pred.cameras
+        samples, first, second = overlap_samples(pred, self.sample_height, self.weight_power)
+        fa, fb = samples.face_index[first], samples.face_index[second]
+        types, pair_type = torch.unique(fa * cams.num_faces + fb, return_inverse=True)
+        ta, tb = types // cams.num_faces, types % cams.num_faces
+        cols = torch.stack((2 * ta, 2 * ta + 1, 2 * tb, 2 * tb + 1), 1)  # [T, 4] unknowns of each type
+        block_rows = cols[:, :, None].expand(-1, 4, 4).reshape(-1)
+        block_cols = cols[:, None, :].expand(-1, 4, 4).reshape(-1)
+        return samples, first, second, pair_type, (block_rows, block_cols, len(types))
 
     def solve(self, pred: FacePredictions) -> tuple[Tensor, Tensor, Tensor, dict]:
         """Returns scale [F], shift [F], keep [F] bool (float64 / bool) and a report."""

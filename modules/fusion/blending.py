@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..geometry.spherical import erp_pixel_to_direction
 from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces
+from ..geometry.cache import ValueCache
 from .faces import AlignedFaces
 
 __all__ = ["Blender", "fill_holes", "edge_geometry"]
@@ -104,20 +105,17 @@ class Blender:
         self.agreement_tau = float(agreement_tau)
         self.single_face_confidence = float(single_face_confidence)
         self.fill_iterations = int(fill_iterations)
-        self._cache: dict = {}
+        #: derived geometry by value (the pipeline replaces it with the one it owns)
+        self.cache = ValueCache()
 
     def _geometry(self, faces: AlignedFaces, height: int, width: int) -> dict:
         """Everything that depends only on the cameras and the ERP size, cached for repeated panoramas: the samples
         and, computed on first use, per-pixel sums and edge geometry."""
         cams = faces.cameras
-        key = (*cams.cache_key(), height, width)
-        if key not in self._cache:
-            if len(self._cache) >= 8:  # a few sizes (output, refinement) of a few camera sets; drop the oldest
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = {
-                "samples": erp_face_samples(cams.to(faces.inv_distance.device), height, width, self.weight_power)
-            }
-        return self._cache[key]
+        device = faces.inv_distance.device
+        key = ("blending", self.weight_power, *cams.cache_key(), str(device), height, width)
+        return self.cache.get(key, lambda: {
+            "samples": erp_face_samples(cams.to(device), height, width, self.weight_power)})
 
     def samples(self, faces: AlignedFaces, height: int, width: int) -> FaceSamples:
         """ERP <- face correspondences at the given size (cached)."""

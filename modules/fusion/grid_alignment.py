@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .alignment import Alignment, GlobalAffineAlignment, huber_weights, overlap_observations, overlap_samples
+from ..geometry.cache import ValueCache
 from .faces import AlignedFaces, FacePredictions
 
 __all__ = ["GridAlignment", "grid_basis", "grid_laplacian"]
@@ -119,7 +120,17 @@ class GridAlignment(Alignment):
         self.weight_power = float(weight_power)
         self.pairs = str(pairs)
         self.affine = affine if affine is not None else GlobalAffineAlignment()
-        self._cache: dict = {}
+        self._geometry_cache = ValueCache()
+
+    @property
+    def cache(self) -> ValueCache:
+        """Derived geometry by value (the pipeline replaces it with the one it owns; the affine solve shares it)."""
+        return self._geometry_cache
+
+    @cache.setter
+    def cache(self, value: ValueCache) -> None:
+        self._geometry_cache = value
+        self.affine.cache = value
 
     def describe(self) -> dict:
         return {
@@ -136,18 +147,21 @@ class GridAlignment(Alignment):
     def _geometry(self, pred: FacePredictions):
         """Cached per camera set: samples, pairs, each sample's 8 unknown columns, the pairs' sparse pattern."""
         cams = pred.cameras
-        key = cams.cache_key()
-        if key not in self._cache:
-            samples, a, b = overlap_samples(pred, self.sample_height, self.weight_power, self.pairs)
-            node_idx, node_w = grid_basis(samples.face_xy, self.grid_size)
-            K = self.grid_size**2
-            gnode = samples.face_index[:, None] * K + node_idx  # [N, 4] global node ids
-            cols = torch.cat((2 * gnode, 2 * gnode + 1), 1)  # [N, 8]: scale nodes, then shift nodes
-            pair_cols = torch.cat((cols[a], cols[b]), 1).cpu().numpy().reshape(-1)  # [M * 16]
-            indptr = np.arange(0, 16 * a.numel() + 1, 16)
-            lap = grid_laplacian(self.grid_size, cams.num_faces)
-            self._cache = {key: (samples, a, b, node_w, cols, indptr, pair_cols, lap)}
-        return self._cache[key]
+        key = ("grid", self.grid_size, self.sample_height, self.weight_power, self.pairs, *cams.cache_key(),
+               str(pred.disparity.device))
+        return self.cache.get(key, lambda: self._build_geometry(pred))
+
+    def _build_geometry(self, pred: FacePredictions):
+        cams = pred.cameras
+        samples, a, b = overlap_samples(pred, self.sample_height, self.weight_power, self.pairs)
+        node_idx, node_w = grid_basis(samples.face_xy, self.grid_size)
+        K = self.grid_size**2
+        gnode = samples.face_index[:, None] * K + node_idx  # [N, 4] global node ids
+        cols = torch.cat((2 * gnode, 2 * gnode + 1), 1)  # [N, 8]: scale nodes, then shift nodes
+        pair_cols = torch.cat((cols[a], cols[b]), 1).cpu().numpy().reshape(-1)  # [M * 16]
+        indptr = np.arange(0, 16 * a.numel() + 1, 16)
+        lap = grid_laplacian(self.grid_size, cams.num_faces)
+        return samples, a, b, node_w, cols, indptr, pair_cols, lap
 
     def solve(self, pred: FacePredictions) -> tuple[Tensor, Tensor, Tensor, dict]:
         """Node grids: scale [F, G, G], shift [F, G, G] (float64), keep [F] bool, report."""

@@ -15,6 +15,8 @@ come from the inputs.
 
 from __future__ import annotations
 
+import hashlib
+
 import functools
 import math
 from dataclasses import dataclass
@@ -69,9 +71,14 @@ class TangentCameras:
         return (self.size / 2.0) / self.tan_half_fov
 
     def cache_key(self) -> tuple:
-        """Identifies this camera set (same tensor, count, size, device) for caches of derived geometry."""
-        R = self.R_world_from_face
-        return (R.data_ptr(), self.num_faces, self.size, str(R.device))
+        """Identifies this camera set by value for caches of derived geometry (:mod:`modules.geometry.cache`):
+        face count, size, dtype, device and a digest of the rotations and fields of view (never a tensor address,
+        which misses ``tan_half_fov`` and can be reused by another tensor once this one is freed)."""
+        R, t = self.R_world_from_face, self.tan_half_fov
+        digest = hashlib.sha1()
+        for x in (R, t):
+            digest.update(x.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+        return (self.num_faces, self.size, str(R.dtype), str(t.dtype), str(R.device), digest.hexdigest())
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TangentCameras":
         return TangentCameras(
