@@ -262,13 +262,14 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
     )
 
 
-def build_equirect(cfg: DictConfig, predictor=None) -> EquirectPipeline:
-    """The one-pass baseline built from config (``mode.pad_fraction``; the predictor may be passed in)."""
+def build_equirect(cfg: DictConfig, predictor=None, *, pad_fraction: float, fill_iterations: int) -> EquirectPipeline:
+    """The one-pass baseline built from config (mode=equirect passes its ``mode.pad_fraction`` and
+    ``mode.fill_iterations``; mode=eval the options of its ``mode.pipeline``); the predictor may be passed in."""
     return EquirectPipeline(
         predictor if predictor is not None else instantiate(cfg.predictor),
-        pad_fraction=cfg.mode.pad_fraction,
+        pad_fraction=pad_fraction,
         device=cfg.runtime.device,
         scale=instantiate(cfg.scale, _convert_="all"),
-        fill_iterations=cfg.fusion.blender.fill_iterations,
+        fill_iterations=fill_iterations,
         preprocess=instantiate(cfg.preprocess, _convert_="all"),
     )

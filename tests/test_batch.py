@@ -208,5 +208,5 @@ def test_no_inputs_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="names no panorama"):
         run_batch(tmp_path / "empty", tmp_path / "out")
-    with pytest.raises(UserError, match="runtime.kind"):
-        run_batch(tmp_path / "empty", tmp_path / "out", "+runtime.kind=slurm")
+    with pytest.raises(UserError, match="runtime.executor"):
+        run_batch(tmp_path / "empty", tmp_path / "out", "runtime.executor._target_=modules.runtime.slurm.run_slurm")

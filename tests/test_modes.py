@@ -203,3 +203,26 @@ def test_single_view_writes_through_the_mesh_files_writer(perspective_scene, tmp
     assert doc["cameras"][0]["perspective"]["yfov"] == pytest.approx(math.radians(33.0))
     assert read_ply(out / "points.ply")["elements"]["vertex"] == 96 * 128 == mesh["points"]
     assert len(read_splats_ply(out / "splats.ply")["x"]) == 48 * 64 == mesh["splats"]
+
+
+def test_eval_pipeline_is_a_target(tmp_path, compose_cfg):
+    """mode.pipeline picks what predicts (``_target_``); the one-pass baseline gets its own options (it used to read
+    mode.pad_fraction, which mode=eval does not have)."""
+    from conftest import write_scene
+
+    from modules.modes import eval as eval_mode
+
+    data = tmp_path / "data"
+    write_scene(data / "scene8", 8, 32)
+    for name, pipeline in [
+        ("tangent", []),
+        ("equirect", ["mode.pipeline._target_=modules.pipeline.build_equirect", "+mode.pipeline.pad_fraction=0.125",
+                      "+mode.pipeline.fill_iterations=64"]),
+    ]:
+        out = tmp_path / name
+        cfg = compose_cfg(["mode=eval", "predictor=synthetic", f"mode.dataset={data}", f"paths.output_dir={out}",
+                           "projection.face_size=32", *AFFINE_ONLY, *pipeline])
+        assert eval_mode.run(cfg) == 0
+        meta = assert_common_meta(out, "eval")
+        assert meta["eval"]["pipeline"] == f"modules.pipeline.build_{'pipeline' if name == 'tangent' else name}"
+        assert json.loads((out / "summary.json").read_text())["num_images"] == 1

@@ -2,8 +2,8 @@
 
 Flow: list the inputs (:mod:`modules.dataset.listing`) -> name each one's output folder -> fingerprint it
 (:mod:`modules.runtime.fingerprint`) -> with ``batch.skip_existing`` leave out those whose finished outputs carry
-the same fingerprint -> run the rest on the executor named by ``runtime.kind`` (``local``: this process; ``ray``: a
-Ray cluster) with a progress bar -> summary.json in the run folder, a table on stdout, the exit code
+the same fingerprint -> run the rest on the executor ``runtime.executor._target_`` names (run_local: this process;
+run_ray: a Ray cluster) with a progress bar -> summary.json in the run folder, a table on stdout, the exit code
 (:mod:`modules.runtime.summary`).
 
 Where outputs go (``batch.output_dir``, default the Hydra run folder ``paths.output_dir``):
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -45,7 +46,6 @@ __all__ = ["run", "make_tasks", "Terminated", "SUMMARY_FILE"]
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
-EXECUTORS = ("local", "ray")
 
 
 class Terminated(KeyboardInterrupt):
@@ -88,16 +88,16 @@ def make_tasks(cfg: DictConfig, listing: InputListing, output_root: Path) -> lis
     return tasks
 
 
-def _executor(kind: str):
-    if kind == "local":
-        from ..runtime.local import run_local
-
-        return run_local
-    if kind == "ray":
-        from ..runtime.ray_executor import run_ray
-
-        return run_ray
-    raise UserError(f"runtime.kind={kind!r} is not one of {EXECUTORS}")
+def _executor(cfg: DictConfig):
+    """The executor ``runtime.executor`` names (``_target_``, e.g. modules.runtime.local.run_local)."""
+    node = cfg.runtime.get("executor")
+    target = None if node is None else node.get("_target_")
+    if target is None:
+        raise UserError("runtime.executor._target_ is not set (e.g. modules.runtime.local.run_local)")
+    try:
+        return instantiate(node)
+    except Exception as exc:
+        raise UserError(f"runtime.executor._target_={target!r} cannot be used ({exc})") from exc
 
 
 def _split_finished(tasks: list[PanoramaTask], skip_existing: bool) -> tuple[dict[int, TaskResult], list]:
@@ -133,7 +133,7 @@ def _execute(executor, cfg: DictConfig, todo: list[PanoramaTask], results: dict[
     except KeyboardInterrupt as exc:
         interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
         log.error("interrupted (%s): unfinished outputs were discarded", interrupted)
-        return {"runtime": str(cfg.runtime.get("kind", "local"))}, interrupted
+        return {"runtime": str(cfg.runtime.executor._target_)}, interrupted
     finally:
         bar.close()
 
@@ -142,7 +142,7 @@ def run(cfg: DictConfig) -> int:
     """Process every panorama ``dataset.image_path`` names; returns the exit code (see module docstring)."""
     configure_runtime(cfg)
     b = cfg.batch
-    executor = _executor(str(cfg.runtime.get("kind", "local")))
+    executor = _executor(cfg)
     run_dir = Path(str(cfg.paths.output_dir)).absolute()
     output_root = Path(str(b.output_dir)).absolute()
     listing = list_inputs(str(cfg.dataset.image_path), b.extensions, b.list_suffixes, bool(b.recursive),

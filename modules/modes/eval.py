@@ -1,7 +1,8 @@
 """mode=eval: a dataset of (rgb, ground truth) pairs -> per_image.csv and summary.json of the standard metrics.
 
-The prediction is the tangent pipeline's distance (``mode.method=tangent``) or the one-pass baseline
-(``mode.method=equirect``); it is aligned to the ground truth (``mode.alignment``) before scoring.
+The prediction is the distance of the pipeline ``mode.pipeline`` builds (``_target_``: the tangent pipeline,
+:func:`modules.pipeline.build_pipeline`, or the one-pass baseline, :func:`modules.pipeline.build_equirect`); it is
+aligned to the ground truth (``mode.alignment``) before scoring.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from ..evaluation.report import (
     write_summary_json,
 )
 from ..export.outputs import write_meta
-from ..pipeline import build_equirect, build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,7 @@ def run(cfg: DictConfig) -> int:
     naming = OmegaConf.to_container(e.naming, resolve=True)
     pairs = list_eval_pairs(e.dataset, **naming)
     predictor = instantiate(cfg.predictor)  # loaded once for the whole dataset
-    if e.method == "tangent":
-        pipeline = build_pipeline(cfg, predictor)
-    elif e.method == "equirect":
-        pipeline = build_equirect(cfg, predictor)
-    else:
-        raise UserError(f"mode.method must be 'tangent' or 'equirect', got {e.method!r}")
+    pipeline = instantiate(e.pipeline)(cfg, predictor)
 
     timings: dict[str, float] = {}
 
@@ -66,7 +61,7 @@ def run(cfg: DictConfig) -> int:
     write_summary_json(out / "summary.json", summary)
     failed = [r for r in rows if "error" in r]
     write_meta(out, cfg, input={"dataset": str(e.dataset), "images": len(rows)}, timings=timings,
-               predictor=predictor.describe(), eval={"method": str(e.method), "failed": len(failed)})
+               predictor=predictor.describe(), eval={"pipeline": str(e.pipeline._target_), "failed": len(failed)})
     for r in failed:
         log.error("%s", r["error"])
     m = summary["metrics"]

@@ -69,7 +69,7 @@ def run(cfg: DictConfig) -> int:
     timer = StageTimer()
     predictor = instantiate(cfg.predictor)
     with timer("network"):
-        depth, confidence = predict_depth(predictor, rgb, image_path, cfg.fusion.blender.fill_iterations,
+        depth, confidence = predict_depth(predictor, rgb, image_path, cfg.mode.fill_iterations,
                                           instantiate(cfg.preprocess, _convert_="all"))
     depth, scaled = instantiate(cfg.scale, _convert_="all")(depth)  # median 1, times scale.factor when given
     out = Path(cfg.paths.output_dir)
