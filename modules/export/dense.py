@@ -4,12 +4,12 @@
 ``meta.json`` whose ``input.image_path`` gives the colours). :func:`export_dense_assets` scales the distances
 (metric from camera height, a factor, or relative), builds the ERP grid mesh and writes, in ``out_dir``:
 
-    mesh.ply (OpenCV axes)  mesh.obj + mesh.mtl (+ mesh_texture.png)  mesh.glb (camera node)  mesh.fbx
+    mesh.ply  mesh.obj + mesh.mtl  mesh_texture.png  mesh.glb (texture inside, camera node)  mesh.fbx
     splats.ply (3DGS)       points.ply                                 preview_*.png
 
 Each group of options is a dataclass below, built from a plain mapping (e.g. a Hydra config node) by
-:func:`options_from`; an unknown key is an error, so no config key goes unread. Conventions: see mesh.py and
-mesh_io.py (OpenCV axes inside, glTF axes, Y up, in OBJ / GLB / FBX).
+:func:`options_from`; an unknown key is an error, so no config key goes unread. Conventions: see mesh.py, axes.py and
+mesh_io.py (OpenCV axes inside; files in ``axes``, default glTF: Y up).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,17 @@ from torch import Tensor
 
 from ..errors import UserError
 from .mesh import InvalidDistanceError, Mesh, check_distance_map, decimate_mesh, erp_grid_mesh, poisson_mesh
-from .mesh_io import AssimpError, assimp_info, read_ply, write_mesh_fbx, write_mesh_glb, write_mesh_obj, write_mesh_ply
+from .fbx import summarize_fbx
+from .mesh_io import (
+    AXES,
+    AssimpError,
+    assimp_info,
+    write_mesh_fbx,
+    write_mesh_glb,
+    write_mesh_obj,
+    write_mesh_ply,
+    write_texture,
+)
 from .pointcloud import erp_points, process_point_cloud, write_point_cloud_ply
 from .scale import ScaleResult, metric_scale
 from .splats import erp_splats, write_splats_ply
@@ -76,20 +87,24 @@ class MeshOptions:
 
 @dataclass(frozen=True)
 class FileOptions:
-    """Which mesh files to write and how. ``formats``: subset of ply, obj, glb, fbx; ``obj_texture``: also write the
-    equirect image as the OBJ's texture with spherical UVs; ``fbx_unit_scale``: FBX centimetres per scene unit;
-    ``verify``: formats to read back after writing (OBJ / GLB / FBX with assimp, PLY with plyfile) and compare
-    counts; FBX by default (a few seconds per million faces each)."""
+    """Which mesh files to write and how. ``formats``: subset of ply, obj, glb, fbx; ``texture``: texture OBJ, GLB
+    and FBX with the panorama (spherical UVs; GLB embeds it as ``glb_texture_format``, OBJ and FBX refer to
+    ``mesh_texture.png``); ``normals``: vertex normals in every file; ``fbx_unit_scale``: FBX centimetres per
+    scene unit; ``fbx_compress_level``: zlib level of the FBX arrays; ``verify``: formats to read back after
+    writing and compare counts (FBX: every node and array header; GLB: the JSON chunk's accessors; PLY: the
+    header; OBJ: assimp, slow)."""
 
     formats: tuple[str, ...] = MESH_FORMATS
-    ply_axes: str = "opencv"
-    obj_axes: str = "gltf"
-    obj_texture: bool = True
+    texture: bool = True
+    normals: bool = True
     glb_camera: bool = True
     glb_camera_yfov_deg: float = 90.0
     glb_unlit: bool = True
     glb_double_sided: bool = False
+    glb_texture_format: str = "jpeg"
+    glb_jpeg_quality: int = 95
     fbx_unit_scale: float = 100.0
+    fbx_compress_level: int = 1
     assimp_executable: str | None = None
     verify: tuple[str, ...] = ("fbx",)
 
@@ -272,19 +287,46 @@ def _build_mesh(distance: Tensor, rgb: Tensor | None, o: MeshOptions) -> Mesh:
     return mesh
 
 
+def _glb_counts(path: Path) -> dict[str, int]:
+    """Faces and vertices of a GLB's first primitive from its JSON chunk (no buffer decoding)."""
+    import struct
+
+    data = path.read_bytes()
+    if data[:4] != b"glTF" or len(data) < 20:
+        raise AssimpError(f"{path}: not a binary glTF")
+    (json_len,) = struct.unpack_from("<I", data, 12)
+    doc = json.loads(data[20 : 20 + json_len])
+    prim = doc["meshes"][0]["primitives"][0]
+    faces = doc["accessors"][prim["indices"]]["count"] // 3 if "indices" in prim else 0
+    return {"vertices": doc["accessors"][prim["attributes"]["POSITION"]]["count"], "faces": faces}
+
+
+def _ply_counts(path: Path) -> dict[str, int]:
+    """Element counts from a PLY header."""
+    with open(path, "rb") as f:
+        head = f.read(4096).split(b"end_header", 1)[0].decode("ascii", "replace")
+    counts = dict(re.findall(r"^element (\w+) (\d+)", head, flags=re.M))
+    return {"vertices": int(counts.get("vertex", 0)), "faces": int(counts.get("face", 0))}
+
+
 def _verify(files: dict[str, Path], mesh: Mesh, assimp_executable) -> dict[str, dict]:
-    """Read written files back and compare face counts (and, for PLY, vertex counts: assimp joins identical
-    vertices and splits degenerate triangles into their own meshes, so its vertex counts may differ)."""
+    """Read written files back and compare face counts (and vertex counts where the file keeps one vertex per
+    mesh vertex: PLY, FBX control points; GLB and OBJ add seam vertices / assimp joins vertices)."""
     report = {}
     for name, path in files.items():
         if name == "mesh_ply":
-            el = read_ply(path)["elements"]
-            counts = {"vertices": el.get("vertex", 0), "faces": el.get("face", 0)}
-        elif name in ("mesh_obj", "mesh_glb", "mesh_fbx"):
+            counts = _ply_counts(path)
+        elif name == "mesh_fbx":
+            s = summarize_fbx(path)
+            counts = {"vertices": s.num_vertices, "faces": s.num_faces}
+        elif name == "mesh_glb":
+            counts = _glb_counts(path)
+        elif name == "mesh_obj":
             counts = assimp_info(path, assimp_executable)
         else:
             continue
-        if counts["faces"] != mesh.num_faces or (name == "mesh_ply" and counts["vertices"] != mesh.num_vertices):
+        same_vertices = name not in ("mesh_ply", "mesh_fbx") or counts["vertices"] == mesh.num_vertices
+        if counts["faces"] != mesh.num_faces or not same_vertices:
             raise AssimpError(
                 f"{path}: read back {counts['vertices']} vertices / {counts['faces']} faces, wrote "
                 f"{mesh.num_vertices} / {mesh.num_faces}"
@@ -306,6 +348,7 @@ def export_dense_assets(
     previews: PreviewOptions | Mapping | None = None,
     scale: ScaleOptions | Mapping | None = None,
     generator: torch.Generator | None = None,
+    axes: str = "gltf",
 ) -> DenseExportResult:
     """Scale the distances and write the mesh files (and splats, point cloud, previews when enabled).
 
@@ -316,6 +359,8 @@ def export_dense_assets(
         confidence: optional [H, W] in [0, 1] (splat opacity).
         mesh, files, splats, point_cloud, previews, scale: option groups (dataclass, mapping or None).
         generator: torch.Generator for the floor fit.
+        axes: frame of the mesh files and points.ply ("gltf", "blender_z_up", "opencv"; see mesh_io; GLB is
+            always glTF, splats have their own ``splats.axes``).
     Returns:
         :class:`DenseExportResult`; ``files`` keys: mesh_ply, mesh_obj, mesh_mtl, mesh_texture, mesh_glb,
         mesh_fbx, splats_ply, points_ply, preview_*.
@@ -326,6 +371,8 @@ def export_dense_assets(
     bad = sorted((set(fo.formats) | set(fo.verify)) - set(MESH_FORMATS))
     if bad:
         raise ValueError(f"unknown mesh format(s) {bad}; expected some of {MESH_FORMATS}")
+    if axes not in AXES:
+        raise ValueError(f"unknown axes {axes!r}; expected one of {AXES}")
     valid = check_distance_map(distance)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -335,18 +382,25 @@ def export_dense_assets(
     d = torch.where(valid, distance * scale_result.factor, torch.full_like(distance, float("nan")))
     m = _build_mesh(d, rgb, mo)
     written: dict[str, Path] = {}
+    texture = rgb if fo.texture else None
     if "ply" in fo.formats:
-        written["mesh_ply"] = write_mesh_ply(out_dir / "mesh.ply", m, axes=fo.ply_axes)
+        written["mesh_ply"] = write_mesh_ply(out_dir / "mesh.ply", m, axes=axes, normals=fo.normals)
+    if texture is not None and ("obj" in fo.formats or "fbx" in fo.formats):
+        written["mesh_texture"] = write_texture(out_dir / "mesh_texture.png", texture)
     if "obj" in fo.formats:
-        obj = write_mesh_obj(out_dir / "mesh.obj", m, axes=fo.obj_axes, texture=rgb if fo.obj_texture else None)
+        obj = write_mesh_obj(out_dir / "mesh.obj", m, axes=axes, texture=texture, normals=fo.normals,
+                             texture_file=written.get("mesh_texture"))
         written.update({f"mesh_{k}": v for k, v in obj.items()})
     if "glb" in fo.formats:
         written["mesh_glb"] = write_mesh_glb(out_dir / "mesh.glb", m, camera=fo.glb_camera,
                                              camera_yfov_deg=fo.glb_camera_yfov_deg, unlit=fo.glb_unlit,
-                                             double_sided=fo.glb_double_sided)
+                                             double_sided=fo.glb_double_sided, texture=texture,
+                                             texture_format=fo.glb_texture_format, jpeg_quality=fo.glb_jpeg_quality,
+                                             normals=fo.normals)
     if "fbx" in fo.formats:
-        written["mesh_fbx"] = write_mesh_fbx(out_dir / "mesh.fbx", m, unit_scale=fo.fbx_unit_scale,
-                                             assimp_executable=fo.assimp_executable)
+        written["mesh_fbx"] = write_mesh_fbx(out_dir / "mesh.fbx", m, unit_scale=fo.fbx_unit_scale, axes=axes,
+                                             texture=texture, texture_file=written.get("mesh_texture"),
+                                             normals=fo.normals, compress_level=fo.fbx_compress_level)["fbx"]
     stats: dict[str, Any] = {"mesh_vertices": m.num_vertices, "mesh_faces": m.num_faces,
                              "invalid_pixels": int((~valid).sum())}
     if fo.verify:
@@ -366,7 +420,7 @@ def export_dense_assets(
         pts, cols, normals = process_point_cloud(
             pts, cols, sor_neighbors=po.sor_neighbors, sor_std_ratio=po.sor_std_ratio, voxel_size=po.voxel_size,
             normals=po.normals, normal_radius=po.normal_radius, normal_max_nn=po.normal_max_nn)
-        write_point_cloud_ply(out_dir / "points.ply", pts, cols, normals)
+        write_point_cloud_ply(out_dir / "points.ply", pts, cols, normals, axes=axes)
         written["points_ply"] = out_dir / "points.ply"
         stats["points"] = int(pts.shape[0])
     if vo.enabled:

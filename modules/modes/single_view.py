@@ -75,20 +75,21 @@ def run(cfg: DictConfig) -> int:
     s = int(ex.pointcloud.stride)
     if ex.pointcloud.enabled:
         write_point_cloud_ply(out / "pointcloud.ply", points[::s, ::s].reshape(-1, 3),
-                              rgb[:, ::s, ::s].permute(1, 2, 0).reshape(-1, 3))
+                              rgb[:, ::s, ::s].permute(1, 2, 0).reshape(-1, 3), axes=ex.axes)
     mesh = perspective_grid_mesh(points, rgb, max_edge_stretch=dense.mesh.max_edge_stretch,
                                  max_grazing_deg=dense.mesh.max_grazing_deg)
     formats = list(dense.files.formats)
     if "ply" in formats:
-        write_mesh_ply(out / "mesh.ply", mesh, axes=dense.files.ply_axes)
+        write_mesh_ply(out / "mesh.ply", mesh, axes=ex.axes, normals=dense.files.normals)
     if "obj" in formats:
-        write_mesh_obj(out / "mesh.obj", mesh, axes=dense.files.obj_axes)
+        write_mesh_obj(out / "mesh.obj", mesh, axes=ex.axes, normals=dense.files.normals)
     if "glb" in formats:
         write_mesh_glb(out / "mesh.glb", mesh, camera=dense.files.glb_camera, camera_yfov_deg=K.vfov_deg,
-                       unlit=dense.files.glb_unlit, double_sided=dense.files.glb_double_sided)
+                       unlit=dense.files.glb_unlit, double_sided=dense.files.glb_double_sided,
+                       normals=dense.files.normals)
     if "fbx" in formats:
-        write_mesh_fbx(out / "mesh.fbx", mesh, unit_scale=dense.files.fbx_unit_scale,
-                       assimp_executable=dense.files.assimp_executable)
+        write_mesh_fbx(out / "mesh.fbx", mesh, unit_scale=dense.files.fbx_unit_scale, axes=ex.axes,
+                       normals=dense.files.normals, compress_level=dense.files.fbx_compress_level)
     timer.seconds["writing"] = time.perf_counter() - start
     network = timer.seconds.pop("network")
     write_json(out / "meta.json", {
