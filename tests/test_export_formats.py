@@ -334,10 +334,23 @@ for f in sys.argv[sys.argv.index("--") + 1:]:
      "ply": bpy.ops.wm.ply_import}[
         f.rsplit(".", 1)[1]](filepath=f)
     meshes = [o for o in bpy.data.objects if o.type == "MESH"]
+    # images whose colour output feeds the material's shader (Principled Base Color, or the unlit setup of glTF)
+    images = []
+    for o in meshes:
+        for slot in o.material_slots:
+            nodes = slot.material.node_tree.nodes if slot.material and slot.material.node_tree else []
+            for n in nodes:
+                if n.type == "TEX_IMAGE" and n.image is not None and n.outputs["Color"].is_linked:
+                    images.append(list(n.image.size))
+    # vertical extent of the floor-to-ceiling: Blender is Z up
+    zs = [(o.matrix_world @ v.co).z for o in meshes for v in o.data.vertices]
     out[f] = {"faces": sum(len(o.data.polygons) for o in meshes),
               "colours": all(len(o.data.color_attributes) > 0 for o in meshes),
+              "uvs": all(len(o.data.uv_layers) > 0 for o in meshes),
+              "images": images,
               "cameras": sum(o.type == "CAMERA" for o in bpy.data.objects),
-              "size": max(max(o.dimensions) for o in meshes)}
+              "size": max(max(o.dimensions) for o in meshes),
+              "z_range": [min(zs), max(zs)]}
 print("RESULT" + json.dumps(out))
 """
 
@@ -346,12 +359,15 @@ print("RESULT" + json.dumps(out))
     not os.environ.get("IMMERSIVEDEPTH_BPY_PYTHON"),
     reason="set IMMERSIVEDEPTH_BPY_PYTHON to a Python with bpy (pip install bpy) to check Blender imports",
 )
-def test_files_open_in_blender(mesh, tmp_path):
+def test_files_open_in_blender(room, tmp_path):
+    """Blender opens every file at its true size, upright (floor below the camera at z = -camera height), and the
+    FBX / GLB / OBJ materials show the panorama texture."""
+    scene, m, tex = room
     paths = [
-        write_mesh_fbx(tmp_path / "mesh.fbx", mesh),
-        write_mesh_glb(tmp_path / "mesh.glb", mesh),
-        write_mesh_obj(tmp_path / "mesh.obj", mesh)["obj"],
-        write_mesh_ply(tmp_path / "mesh.ply", mesh),
+        write_mesh_fbx(tmp_path / "mesh.fbx", m, texture=tex)["fbx"],
+        write_mesh_glb(tmp_path / "mesh.glb", m, texture=tex),
+        write_mesh_obj(tmp_path / "mesh.obj", m, texture=tex)["obj"],
+        write_mesh_ply(tmp_path / "mesh.ply", m, axes="blender_z_up"),
     ]
     script = tmp_path / "check.py"
     script.write_text(BLENDER_SCRIPT)
@@ -361,9 +377,14 @@ def test_files_open_in_blender(mesh, tmp_path):
     )
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT"))
     result = json.loads(line[len("RESULT"):])
-    extent = float((mesh.vertices.max(0).values - mesh.vertices.min(0).values).max())
+    extent = float((m.vertices.max(0).values - m.vertices.min(0).values).max())
     for p in paths:
         r = result[str(p)]
-        assert r["faces"] == mesh.num_faces and r["colours"]
-        assert r["size"] == pytest.approx(extent, rel=0.02)  # true size: FBX centimetres are converted back
+        assert r["faces"] == m.num_faces
+        assert r["size"] == pytest.approx(extent, rel=0.02)  # true size: FBX units are declared
+        assert r["z_range"][0] == pytest.approx(-scene.hi[1], abs=0.01)  # floor below: upright
+        assert r["z_range"][1] == pytest.approx(-scene.lo[1], abs=0.01)  # ceiling above
+    for p in paths[:3]:
+        assert result[str(p)]["uvs"] and result[str(p)]["images"] == [[tex.shape[2], tex.shape[1]]], p
+    assert result[str(paths[0])]["colours"] and result[str(paths[3])]["colours"]
     assert result[str(paths[1])]["cameras"] == 1
