@@ -3,7 +3,7 @@
     rgb [3, H, W] -> tangent faces (one batched grid_sample) -> predictor on all faces (batched)
       -> global alignment (closed-form, robust) -> blending into the ERP grid
       -> gradient-domain refinement (optional, solved at refine_height, correction upsampled)
-      -> scale (median 1 or metric)
+      -> scale (median 1, or metric: from a metric network's views, the camera height or a factor)
 
 Stages are built from config (``hydra.utils.instantiate``) and passed in; this module only runs them.
 """
@@ -22,16 +22,23 @@ from torch import Tensor
 from .errors import UserError
 from .export.scale import metric_scale
 from .fusion.alignment import Alignment
+from .fusion.metric_scale import metric_view_cameras, network_scale
 from .fusion.blending import Blender, fill_holes
 from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
 from .geo_predictors.base import DepthPredictor, resolve_device
-from .geometry.projections import TangentProjection
-from .geometry.tangent import erp_to_faces
+from .geometry.projections import IcosahedronProjection, TangentProjection
+from .geometry.tangent import TangentCameras, erp_to_faces
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "apply_scale", "invert_disparity"]
+__all__ = [
+    "PanoramaPipeline", "EquirectPipeline", "MetricViews", "PipelineResult", "StageTimer", "SCALE_METHODS",
+    "apply_scale", "invert_disparity", "predict_metric_views",
+]
+
+#: scale.method values (see :func:`apply_scale`)
+SCALE_METHODS = ("auto", "network", "camera_height", "factor", "relative")
 
 
 class StageTimer:
@@ -74,26 +81,121 @@ class PipelineResult:
     info: dict = field(default_factory=dict)
 
 
-def apply_scale(distance: Tensor, scale: dict | None = None) -> tuple[Tensor, dict]:
-    """Median-normalise, then make metric if asked.
+@dataclass
+class MetricViews:
+    """A metric network's depth on its metric views of one panorama (``modules/fusion/metric_scale.py``).
+
+    Attributes:
+        depth: [V, s, s] metric depth (metres).
+        cameras: the V views.
+        max_depth: the network's largest output (None: unbounded).
+        source: what meta.json says about the network (name, variant, weights).
+    """
+
+    depth: Tensor
+    cameras: TangentCameras
+    max_depth: float | None
+    source: dict
+
+
+def _scale_method(scale: dict) -> str:
+    method = scale.get("method") or "auto"
+    if method not in SCALE_METHODS:
+        raise UserError(f"scale.method must be one of {list(SCALE_METHODS)}, got {method!r}")
+    return method
+
+
+def predict_metric_views(predictor: DepthPredictor, rgb: Tensor, scale: dict | None, preprocess=None) -> MetricViews | None:
+    """Run the predictor's metric source (if ``scale.method`` may use it) on its metric views of the panorama.
+
+    The views look along the 20 directions of the level-0 icosahedron faces (whatever the projection), with the
+    network's :class:`~modules.geo_predictors.base.MetricView` field of view and size.
+
+    Args:
+        predictor: the pipeline's predictor (its ``metric_source()`` gives the metric network, if any).
+        rgb: [3, H, W] panorama in [0, 1] on the pipeline's device.
+        scale: the scale options (only ``method`` is read here).
+        preprocess: the face preprocessing, applied to the views too.
+    Returns:
+        None when the method is not ``network``/``auto`` or there is no metric source.
+    """
+    method = _scale_method(dict(scale or {}))
+    source = predictor.metric_source() if method in ("network", "auto") else None
+    if source is None:
+        return None
+    view = source.metric_view()
+    axes = IcosahedronProjection(level=0, face_size=view.size, padding_factor=1.0).cameras(rgb.device, torch.float32)
+    cams = metric_view_cameras(axes.R_world_from_face, view.fov_deg, view.size)
+    images = erp_to_faces(rgb.to(torch.float32)[None], cams)[0].clamp(0, 1)
+    if preprocess is not None:
+        images = preprocess(images)
+    depth = source.predict_metric_depth(images, cams)
+    desc = source.describe()
+    summary = {k: desc.get(k) for k in ("name", "variant", "hf_id", "weights", "licence", "random_weights") if k in desc}
+    summary["view_fov_deg"], summary["view_size"] = view.fov_deg, view.size
+    return MetricViews(depth.to(rgb.device, torch.float32), cams, view.max_depth, summary)
+
+
+def apply_scale(
+    distance: Tensor, scale: dict | None = None, metric: MetricViews | None = None, metric_note: str | None = None
+) -> tuple[Tensor, dict]:
+    """Median-normalise, then make metric as ``scale.method`` says.
+
+    Methods: ``network`` (the metric network's views, ``metric``; :func:`~modules.fusion.metric_scale.network_scale`),
+    ``camera_height`` (metres; the floor is fitted below the camera), ``factor`` (multiplies the median-1 map),
+    ``relative`` (median 1), and ``auto`` (the default): network if ``metric`` is given (a metric predictor whose
+    weights are present), else camera height if given, else factor if given, else relative.
 
     Args:
         distance: [H, W] positive.
-        scale: ``camera_height`` (metres; the floor is fitted below the camera), ``factor`` (multiplies the
-            median-1 map), ``floor`` (floor-fit options), ``seed`` (its RANSAC generator); None or neither key:
-            relative output with median 1.
+        scale: ``method``, ``camera_height``, ``factor``, ``floor`` (floor-fit options), ``seed`` (its RANSAC
+            generator), ``network`` (options of the network estimate: ``saturation``, ``min_valid_fraction``);
+            None: auto without anything given (relative).
+        metric: the metric network's views (:func:`predict_metric_views`) or None.
+        metric_note: why there is no metric network (recorded when ``auto`` falls back).
     Returns:
-        the scaled distance and a description for meta.json (``units`` relative / metres / given factor).
+        the scaled distance and a description for meta.json (``units``, ``method``, ``method_requested``, ...).
+    Raises:
+        UserError: a method whose input is missing (e.g. ``network`` without a metric predictor).
     """
     scale = dict(scale or {})
+    requested = _scale_method(scale)
+    height, factor = scale.get("camera_height"), scale.get("factor")
+    if height is not None and factor is not None:
+        raise UserError("give scale.camera_height or scale.factor, not both")
     out = distance / distance[distance > 0].median()
-    if scale.get("camera_height") is None and scale.get("factor") is None:
-        return out, {"units": "relative", "method": "median",
-                     "note": "not metric: the median distance is 1; set scale.camera_height or scale.factor"}
-    generator = torch.Generator(device=out.device).manual_seed(int(scale.get("seed", 0)))
-    result = metric_scale(out, camera_height=scale.get("camera_height"), factor=scale.get("factor"),
-                          floor=scale.get("floor"), relative="keep", generator=generator)
-    return out * result.factor, result.info
+    method = requested
+    if requested == "auto":
+        method = ("network" if metric is not None else "camera_height" if height is not None
+                  else "factor" if factor is not None else "relative")
+    if method == "network":
+        if metric is None:
+            raise UserError(
+                "scale.method=network needs a metric predictor: predictor=depth_pro, predictor=depth_anything_v2 "
+                "with a metric_* variant, or predictor=joint_metric" + (f" ({metric_note})" if metric_note else "")
+            )
+        opts = dict(scale.get("network") or {})
+        f, info = network_scale(out, metric.depth, metric.cameras, metric.max_depth, **opts)
+        info["network"] = metric.source
+        result = out * f
+    elif method == "relative":
+        result, info = out, {"units": "relative", "method": "median",
+                             "note": "not metric: the median distance is 1; set scale.camera_height or scale.factor, "
+                                     "or use a metric predictor"}
+    else:
+        if method == "camera_height" and height is None:
+            raise UserError("scale.method=camera_height needs scale.camera_height (metres from camera to floor)")
+        if method == "factor" and factor is None:
+            raise UserError("scale.method=factor needs scale.factor")
+        generator = torch.Generator(device=out.device).manual_seed(int(scale.get("seed", 0)))
+        res = metric_scale(out, camera_height=height if method == "camera_height" else None,
+                           factor=factor if method == "factor" else None,
+                           floor=scale.get("floor"), relative="keep", generator=generator)
+        result, info = out * res.factor, res.info
+    info = {**info, "method_requested": requested}
+    if requested == "auto" and metric is None and metric_note:
+        info["metric_network_unavailable"] = metric_note
+    return result, info
 
 
 def invert_disparity(
@@ -115,6 +217,14 @@ def invert_disparity(
         raise UserError(f"{source}: the predictor returned no positive disparity")
     distance = fill_holes(torch.where(valid, 1.0 / disparity, torch.zeros_like(disparity)), valid, fill_iterations)
     return distance, torch.where(valid, confidence.clamp(0, 1), torch.zeros_like(confidence))
+
+
+def _metric_note(predictor: DepthPredictor) -> str | None:
+    """Why a predictor has no metric network (``auto`` records it), e.g. joint's metric member without weights."""
+    note = getattr(predictor, "metric_unavailable", None)
+    if note:
+        return str(note)
+    return None if predictor.metric_source() is not None else "the predictor has no metric network"
 
 
 class PanoramaPipeline:
@@ -180,6 +290,7 @@ class PanoramaPipeline:
         with timer("network", dev):
             self.predictor.begin_panorama(image_path, (H, W))
             disparity, confidence = self.predictor.predict_with_confidence(faces_rgb, cams)
+            metric = predict_metric_views(self.predictor, rgb.to(dev), self.scale, self.preprocess)
         pred = FacePredictions(disparity.to(dev, torch.float32), confidence.to(dev, torch.float32), cams)
         with timer("alignment", dev):
             aligned = self.alignment.align(pred)
@@ -190,7 +301,7 @@ class PanoramaPipeline:
             with timer("refinement", dev):
                 distance, info["refinement"] = self._refine(aligned, distance)
         with timer("scale", dev):
-            distance, scale_info = apply_scale(distance, self.scale)
+            distance, scale_info = apply_scale(distance, self.scale, metric, _metric_note(self.predictor))
         return PipelineResult(
             distance=distance.float(),
             confidence=conf.float(),
@@ -261,11 +372,12 @@ class EquirectPipeline:
         with timer("network", dev):
             self.predictor.begin_panorama(image_path, (H, W))
             disparity, confidence = self.predictor.predict_with_confidence(x, None)
+            metric = predict_metric_views(self.predictor, rgb.to(dev), self.scale, self.preprocess)
         with timer("blending", dev):
             distance, conf = invert_disparity(disparity[0, :, pad:pad + W].to(dev, torch.float32),
                                               confidence[0, :, pad:pad + W].to(dev, torch.float32),
                                               self.fill_iterations, image_path)
         with timer("scale", dev):
-            distance, scale_info = apply_scale(distance, self.scale)
+            distance, scale_info = apply_scale(distance, self.scale, metric, _metric_note(self.predictor))
         return PipelineResult(distance.float(), conf, None, timer.seconds,
                               {"scale": scale_info, "method": "equirect", "pad_columns": pad})
