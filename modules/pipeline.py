@@ -3,7 +3,7 @@
     rgb [3, H, W] -> tangent faces (one batched grid_sample) -> predictor on all faces (batched)
       -> global alignment (closed-form, robust) -> blending into the ERP grid
       -> gradient-domain refinement (optional, solved at refinement.height, correction upsampled)
-      -> scale (median 1 or metric)
+      -> scale (median 1, or metric: from a metric network's views, the camera height or a factor)
 
 Stages are built from config by :func:`build_pipeline` (every stage ``hydra.utils.instantiate``-d from its group)
 and passed in; the pipeline classes only run them.
@@ -25,19 +25,21 @@ from torch import Tensor
 from .device import resolve_device
 from .errors import UserError
 from .fusion.alignment import Alignment
+from .fusion.metric_scale import metric_view_cameras
 from .fusion.blending import Blender, fill_holes
 from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
-from .fusion.scale import Scale
+from .fusion.scale import MetricViews, Scale
 from .geo_predictors.base import DepthPredictor
+from .geo_predictors.joint import instantiate_predictor
 from .geometry.cache import ValueCache
-from .geometry.projections import TangentProjection
+from .geometry.projections import IcosahedronProjection, TangentProjection
 from .geometry.tangent import erp_to_faces
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "build_pipeline", "build_equirect",
-           "invert_disparity"]
+           "invert_disparity", "predict_metric_views"]
 
 
 class StageTimer:
@@ -80,6 +82,36 @@ class PipelineResult:
     info: dict = field(default_factory=dict)
 
 
+def predict_metric_views(predictor: DepthPredictor, rgb: Tensor, scale: Scale, preprocess=None) -> MetricViews | None:
+    """Run the predictor's metric source (if ``scale.method`` may use it) on its metric views of the panorama.
+
+    The views look along the 20 directions of the level-0 icosahedron faces (whatever the projection), with the
+    network's :class:`~modules.geo_predictors.base.MetricView` field of view and size.
+
+    Args:
+        predictor: the pipeline's predictor (its ``metric_source()`` gives the metric network, if any).
+        rgb: [3, H, W] panorama in [0, 1] on the pipeline's device.
+        scale: the scale stage (only its ``method`` is read here).
+        preprocess: the face preprocessing, applied to the views too.
+    Returns:
+        None when the method is not ``network``/``auto`` or there is no metric source.
+    """
+    source = predictor.metric_source() if scale.may_use_network else None
+    if source is None:
+        return None
+    view = source.metric_view()
+    axes = IcosahedronProjection(level=0, face_size=view.size, padding_factor=1.0).cameras(rgb.device, torch.float32)
+    cams = metric_view_cameras(axes.R_world_from_face, view.fov_deg, view.size)
+    images = erp_to_faces(rgb.to(torch.float32)[None], cams)[0].clamp(0, 1)
+    if preprocess is not None:
+        images = preprocess(images)
+    depth = source.predict_metric_depth(images, cams)
+    desc = source.describe()
+    summary = {k: desc.get(k) for k in ("name", "variant", "hf_id", "weights", "licence", "random_weights") if k in desc}
+    summary["view_fov_deg"], summary["view_size"] = view.fov_deg, view.size
+    return MetricViews(depth.to(rgb.device, torch.float32), cams, view.max_depth, summary)
+
+
 def invert_disparity(
     disparity: Tensor, confidence: Tensor, fill_iterations: int, source: str | None
 ) -> tuple[Tensor, Tensor]:
@@ -99,6 +131,14 @@ def invert_disparity(
         raise UserError(f"{source}: the predictor returned no positive disparity")
     distance = fill_holes(torch.where(valid, 1.0 / disparity, torch.zeros_like(disparity)), valid, fill_iterations)
     return distance, torch.where(valid, confidence.clamp(0, 1), torch.zeros_like(confidence))
+
+
+def _metric_note(predictor: DepthPredictor) -> str | None:
+    """Why a predictor has no metric network (``auto`` records it), e.g. joint's metric member without weights."""
+    note = getattr(predictor, "metric_unavailable", None)
+    if note:
+        return str(note)
+    return None if predictor.metric_source() is not None else "the predictor has no metric network"
 
 
 class PanoramaPipeline:
@@ -167,6 +207,7 @@ class PanoramaPipeline:
         with timer("network", dev):
             self.predictor.begin_panorama(image_path, (H, W))
             disparity, confidence = self.predictor.predict_with_confidence(faces_rgb, cams)
+            metric = predict_metric_views(self.predictor, rgb.to(dev), self.scale, self.preprocess)
         pred = FacePredictions(disparity.to(dev, torch.float32), confidence.to(dev, torch.float32), cams)
         with timer("alignment", dev):
             aligned = self.alignment.align(pred)
@@ -178,7 +219,7 @@ class PanoramaPipeline:
         if refined:
             info["refinement"] = refined
         with timer("scale", dev):
-            distance, scaled = self.scale(distance)
+            distance, scaled = self.scale(distance, metric=metric, metric_note=_metric_note(self.predictor))
             scale_info = scaled.info
         return PipelineResult(
             distance=distance.float(),
@@ -234,12 +275,13 @@ class EquirectPipeline:
         with timer("network", dev):
             self.predictor.begin_panorama(image_path, (H, W))
             disparity, confidence = self.predictor.predict_with_confidence(x, None)
+            metric = predict_metric_views(self.predictor, rgb.to(dev), self.scale, self.preprocess)
         with timer("blending", dev):
             distance, conf = invert_disparity(disparity[0, :, pad:pad + W].to(dev, torch.float32),
                                               confidence[0, :, pad:pad + W].to(dev, torch.float32),
                                               self.fill_iterations, image_path)
         with timer("scale", dev):
-            distance, scaled = self.scale(distance)
+            distance, scaled = self.scale(distance, metric=metric, metric_note=_metric_note(self.predictor))
             scale_info = scaled.info
         return PipelineResult(distance.float(), conf, None, timer.seconds,
                               {"scale": scale_info, "method": "equirect", "pad_columns": pad})
@@ -252,7 +294,7 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
     """
     return PanoramaPipeline(
         projection=instantiate(cfg.projection),
-        predictor=predictor if predictor is not None else instantiate(cfg.predictor),
+        predictor=predictor if predictor is not None else instantiate_predictor(cfg.predictor, cfg.scale.method),
         alignment=instantiate(cfg.alignment),
         blender=instantiate(cfg.fusion.blender),
         refinement=instantiate(cfg.refinement),
@@ -266,7 +308,7 @@ def build_equirect(cfg: DictConfig, predictor=None, *, pad_fraction: float, fill
     """The one-pass baseline built from config (mode=equirect passes its ``mode.pad_fraction`` and
     ``mode.fill_iterations``; mode=eval the options of its ``mode.pipeline``); the predictor may be passed in."""
     return EquirectPipeline(
-        predictor if predictor is not None else instantiate(cfg.predictor),
+        predictor if predictor is not None else instantiate_predictor(cfg.predictor, cfg.scale.method),
         pad_fraction=pad_fraction,
         device=cfg.runtime.device,
         scale=instantiate(cfg.scale, _convert_="all"),

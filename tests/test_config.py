@@ -10,7 +10,8 @@ from modules.config import PROJECT_ROOT
 CONFIGS = PROJECT_ROOT / "configs"
 # groups whose options need something the test machine lacks (network weights): composed, but built with tiny
 # random-weight overrides in the predictor tests instead
-NEEDS_WEIGHTS = {("predictor", "midas_v31"), ("predictor", "depth_anything_v2"), ("predictor", "joint")}
+NEEDS_WEIGHTS = {("predictor", "midas_v31"), ("predictor", "depth_anything_v2"), ("predictor", "joint"),
+                 ("predictor", "depth_pro"), ("predictor", "joint_metric")}
 
 
 def group_options():

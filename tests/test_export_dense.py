@@ -96,10 +96,11 @@ def test_export_all_assets_from_run(tmp_path):
     assert ply["elements"]["vertex"] == n_valid + 2 == res.stats["mesh_vertices"]
     v = ply["data"]["vertex"]
     xyz = np.stack([v["x"], v["y"], v["z"]], 1)
-    assert np.isfinite(xyz).all() and abs(xyz[:, 1].max() - 1.2) < 1e-3  # metric: floor 1.2 m below
+    assert np.isfinite(xyz).all() and abs(xyz[:, 1].min() + 1.2) < 1e-3  # metric, Y up: floor 1.2 m below
     for key in ("mesh_obj", "mesh_glb", "mesh_fbx"):
         info = assimp_read(res.files[key])
-        assert info.num_faces == res.stats["mesh_faces"] and info.has_colours
+        assert info.num_faces == res.stats["mesh_faces"] and info.has_uvs and info.has_normals
+        assert info.has_colours == (key != "mesh_glb")  # the GLB's colour is its texture only
         assert info.num_unique_positions == n_valid + 2
     assert set(res.stats["read_back"]) == {"mesh_ply", "mesh_obj", "mesh_glb", "mesh_fbx"}
     splats = read_splats_ply(res.files["splats_ply"])

@@ -48,6 +48,11 @@ def test_ply_with_normals_reads_back(tmp_path):
     assert info["elements"] == {"vertex": p.shape[0]}
     assert info["properties"]["vertex"] == ["x", "y", "z", "nx", "ny", "nz", "red", "green", "blue"]
     v = info["data"]["vertex"]
+    flip = np.array([1, -1, -1])  # glTF axes (Y up) by default
+    assert np.allclose(np.stack([v["x"], v["y"], v["z"]], 1), p.numpy() * flip, atol=1e-6)
+    assert np.allclose(np.stack([v["nx"], v["ny"], v["nz"]], 1), n.numpy() * flip, atol=1e-6)
+    write_point_cloud_ply(tmp_path / "cv.ply", p, c, n, axes="opencv")
+    v = read_ply(tmp_path / "cv.ply")["data"]["vertex"]
     assert np.allclose(np.stack([v["nx"], v["ny"], v["nz"]], 1), n.numpy(), atol=1e-6)
     write_point_cloud_ply(tmp_path / "plain.ply", p)  # the original two-argument call still works
     assert read_ply(tmp_path / "plain.ply")["properties"]["vertex"] == ["x", "y", "z"]

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from modules.geo_predictors.base import DepthPredictor
 from modules.geo_predictors.depth_anything import DepthAnythingV2Predictor
+from modules.geo_predictors.depth_pro import DepthProPredictor
 from modules.geo_predictors.joint import JointPredictor, agreement, robust_scale_shift, weighted_scale_shift
 from modules.geo_predictors.midas import MidasPredictor
 from modules.geo_predictors.tiny_configs import tiny_predictor_kwargs
@@ -224,6 +225,7 @@ def test_every_config_key_is_a_constructor_argument(config_dir):
         ("midas_v31", MidasPredictor),
         ("depth_anything_v2", DepthAnythingV2Predictor),
         ("joint", JointPredictor),
+        ("depth_pro", DepthProPredictor),
     ):
         cfg = OmegaConf.load(CONFIGS / "predictor" / f"{name}.yaml")
         params = set(inspect.signature(cls.__init__).parameters) | set(

@@ -3,13 +3,17 @@
     python -m tools.download_checkpoints                      # what predictor=joint needs (the default)
     python -m tools.download_checkpoints --predictor midas_v31 --variant swin2_tiny_256
     python -m tools.download_checkpoints --predictor depth_anything_v2 --variant small
+    python -m tools.download_checkpoints --predictor depth_anything_v2 --variant metric_indoor_large metric_outdoor_large
+    python -m tools.download_checkpoints --predictor depth_pro            # Depth Pro (metric; apple-amlr licence)
+    python -m tools.download_checkpoints --predictor joint_metric         # joint + its default metric member
     python -m tools.download_checkpoints --predictor all      # every variant (tens of GB)
     python -m tools.download_checkpoints --upstream ...       # the upstream release files instead
     python -m tools.download_checkpoints --list               # the variant tables
 
 Hugging Face models land in ``pre_checkpoints/<owner>/<name>/`` (``config.json`` + ``model.safetensors``), the
 first place the predictors look; upstream release files (``dpt_beit_large_512.pt``, ``depth_anything_v2_vitl.pth``)
-land in ``pre_checkpoints/`` and are converted when loaded. Copy the folder to offline machines.
+land in ``pre_checkpoints/`` and are converted when loaded (Depth Pro: Hugging Face format only). Copy the folder
+to offline machines.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from modules.export.atomic import atomic_path
 from modules.geo_predictors.depth_anything import DEPTH_ANYTHING_V2_VARIANTS, DepthAnythingV2Predictor
+from modules.geo_predictors.depth_pro import DEPTH_PRO_VARIANTS, DepthProPredictor
 from modules.geo_predictors.hf_predictor import NetworkVariant
 from modules.geo_predictors.midas import MIDAS_VARIANTS, MidasPredictor
 from modules.geo_predictors.weights import download_hf_snapshot, hf_dir_for, is_hf_model_dir
@@ -31,21 +36,26 @@ DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "pre_checkpoints"
 TABLES: dict[str, dict[str, NetworkVariant]] = {
     MidasPredictor.predictor_name: MIDAS_VARIANTS,
     DepthAnythingV2Predictor.predictor_name: DEPTH_ANYTHING_V2_VARIANTS,
+    DepthProPredictor.predictor_name: DEPTH_PRO_VARIANTS,
 }
 #: what predictor=joint uses by default (configs/predictor/{midas_v31,depth_anything_v2}.yaml)
 JOINT_DEFAULTS = [("midas_v31", "beit_large_512"), ("depth_anything_v2", "large")]
+#: predictor=joint_metric: joint plus its default metric member (configs/predictor/joint_metric.yaml)
+JOINT_METRIC_DEFAULTS = [*JOINT_DEFAULTS, ("depth_pro", "default")]
+#: the variant a single-family --predictor fetches without --variant
+SINGLE_DEFAULTS = {"midas_v31": "beit_large_512", "depth_anything_v2": "large", "depth_pro": "default"}
 
 
 def selected(predictor: str, variants: list[str] | None) -> list[tuple[str, str]]:
     """(predictor, variant) pairs the arguments ask for."""
-    if predictor == "joint":
+    if predictor in ("joint", "joint_metric"):
         if variants:
-            raise SystemExit("--variant applies to --predictor midas_v31 or depth_anything_v2, not joint")
-        return list(JOINT_DEFAULTS)
+            raise SystemExit(f"--variant applies to a single network family ({', '.join(TABLES)}), not {predictor}")
+        return list(JOINT_DEFAULTS if predictor == "joint" else JOINT_METRIC_DEFAULTS)
     if predictor == "all":
         return [(p, v) for p, table in TABLES.items() for v in table]
     table = TABLES[predictor]
-    names = variants or [next(v for p, v in JOINT_DEFAULTS if p == predictor)]
+    names = variants or [SINGLE_DEFAULTS[predictor]]
     unknown = [v for v in names if v not in table]
     if unknown:
         raise SystemExit(f"unknown {predictor} variant(s) {unknown}; choose from {sorted(table)}")
@@ -66,12 +76,14 @@ def print_tables() -> None:
     for predictor, table in TABLES.items():
         print(f"{predictor}:")
         for name, v in table.items():
-            print(f"  {name:16s} {v.hf_id:45s} {v.upstream_file:28s} {v.licence:13s} input {v.input_size}")
+            kind = f"metric (view {v.metric_view_fov_deg:g} deg)" if v.is_metric else "relative"
+            print(f"  {name:21s} {v.hf_id:56s} {v.download_size:>8s}  {kind:25s} input {v.input_size:<5d} "
+                  f"{v.upstream_file or '(HF format only)':42s} {v.licence}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--predictor", default="joint", choices=["joint", "all", *TABLES])
+    parser.add_argument("--predictor", default="joint", choices=["joint", "joint_metric", "all", *TABLES])
     parser.add_argument("--variant", nargs="+", help="variant name(s) of --predictor (default: its default variant)")
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR)
     parser.add_argument("--upstream", action="store_true", help="fetch the upstream release files instead")
@@ -84,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     for predictor, name in selected(args.predictor, args.variant):
         variant = TABLES[predictor][name]
         try:
-            if args.upstream:
+            if args.upstream and variant.upstream_file:
                 path = fetch_upstream(variant, args.checkpoint_dir)
             else:
+                if args.upstream:
+                    print(f"{predictor}/{name}: no upstream release file is supported; fetching the Hugging Face model")
                 if is_hf_model_dir(hf_dir_for(args.checkpoint_dir, variant.hf_id)):
                     print(f"{predictor}/{name}: already present")
                 path = download_hf_snapshot(variant.hf_id, args.checkpoint_dir)

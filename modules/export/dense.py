@@ -3,12 +3,13 @@
 :func:`export_dense_assets` scales the distances
 (metric from camera height, a factor, or relative), builds the ERP grid mesh and writes, in ``out_dir``:
 
-    mesh.ply (OpenCV axes)  mesh.obj + mesh.mtl (+ mesh_texture.png)  mesh.glb (camera node)  mesh.fbx
+    mesh.ply  mesh.obj + mesh.mtl  mesh_texture.png  mesh.glb (texture inside, camera node)  mesh.fbx
     splats.ply (3DGS)       points.ply                                 preview_*.png
 
-An earlier run directory is read by :mod:`modules.export.run_dir`. Each group of options is a dataclass, built from a plain mapping (e.g. a Hydra config node) by
-:func:`options_from`; an unknown key is an error, so no config key goes unread. Conventions: see mesh.py and
-mesh_io.py (OpenCV axes inside, glTF axes, Y up, in OBJ / GLB / FBX).
+An earlier run directory is read by :mod:`modules.export.run_dir`; the files are written by
+:mod:`modules.export.mesh_files`. Each group of options is a dataclass, built from a plain mapping (e.g. a Hydra config
+node) by :func:`modules.config.options_from`; an unknown key is an error, so no config key goes unread. Conventions:
+see mesh.py, axes.py and mesh_io.py (OpenCV axes inside; files in ``axes``, default glTF: Y up).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def export_dense_assets(
     previews: PreviewOptions | Mapping | None = None,
     scale: Scale | Mapping | None = None,
     generator: torch.Generator | None = None,
+    axes: str = "gltf",
 ) -> DenseExportResult:
     """Scale the distances and write the mesh files (and splats, point cloud, previews when enabled).
 
@@ -109,6 +111,8 @@ def export_dense_assets(
         mesh, files, splats, point_cloud, previews: option groups (dataclass, mapping or None).
         scale: the scale stage (:class:`~modules.fusion.scale.Scale` or its options; None: median 1).
         generator: torch.Generator for the floor fit.
+        axes: frame of the mesh files and points.ply ("gltf", "blender_z_up", "opencv"; see mesh_io; GLB is
+            always glTF, splats have their own ``splats.axes``).
     Returns:
         :class:`DenseExportResult`; ``files`` keys: mesh_ply, mesh_obj, mesh_mtl, mesh_texture, mesh_glb,
         mesh_fbx, splats_ply, points_ply, preview_*.
@@ -130,7 +134,7 @@ def export_dense_assets(
             d, rgb, confidence, stride=o.stride, footprint_scale=o.footprint_scale, thickness_ratio=o.thickness_ratio,
             min_opacity=o.min_opacity, max_opacity=o.max_opacity, axes=o.axes),
         sample_points=lambda stride: erp_points(d, rgb, stride=stride), preview_map=d,
-        camera_yfov_deg=90.0, what="the run directory")
+        camera_yfov_deg=90.0, axes=axes, what="the run directory")
     stats = {"mesh_vertices": m.num_vertices, "mesh_faces": m.num_faces, "invalid_pixels": int((~valid).sum()),
              **stats}
     return DenseExportResult(written, scale_result, stats)

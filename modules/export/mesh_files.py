@@ -9,8 +9,11 @@ enabled, splats.ply, points.ply and preview_*.png, with the written files read b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,14 +21,16 @@ from typing import Any, Callable
 from torch import Tensor
 
 from .mesh import Mesh
+from .fbx import summarize_fbx
 from .mesh_io import (
+    AXES,
     AssimpError,
     assimp_info,
-    read_ply,
     write_mesh_fbx,
     write_mesh_glb,
     write_mesh_obj,
     write_mesh_ply,
+    write_texture,
 )
 from .pointcloud import process_point_cloud, write_point_cloud_ply
 from .splats import Splats, write_splats_ply
@@ -40,21 +45,25 @@ MESH_FORMATS = ("ply", "obj", "glb", "fbx")
 
 @dataclass(frozen=True)
 class FileOptions:
-    """Which mesh files to write and how. ``formats``: subset of ply, obj, glb, fbx; ``obj_texture``: also write the
-    equirect image as the OBJ's texture with spherical UVs; ``fbx_unit_scale``: FBX centimetres per scene unit;
-    ``verify``: formats to read back after writing (OBJ / GLB / FBX with assimp, PLY with plyfile) and compare
-    counts; FBX by default (a few seconds per million faces each); ``glb_camera_yfov_deg``: the GLB camera's vertical
-    field of view, None: the view's own (90 degrees for a panorama, the photo's for a single view)."""
+    """Which mesh files to write and how. ``formats``: subset of ply, obj, glb, fbx; ``texture``: texture OBJ, GLB
+    and FBX with the image (a panorama: spherical UVs; GLB embeds it as ``glb_texture_format``, OBJ and FBX refer to
+    ``mesh_texture.png``; a single view: OBJ only, with UVs into the photo); ``normals``: vertex normals in every
+    file; ``glb_camera_yfov_deg``: the GLB camera's vertical field of view, None: the view's own (90 degrees for a
+    panorama, the photo's for a single view); ``fbx_unit_scale``: FBX centimetres per scene unit;
+    ``fbx_compress_level``: zlib level of the FBX arrays; ``verify``: formats to read back after writing and compare
+    counts (FBX: every node and array header; GLB: the JSON chunk's accessors; PLY: the header; OBJ: assimp, slow)."""
 
     formats: tuple[str, ...] = MESH_FORMATS
-    ply_axes: str = "opencv"
-    obj_axes: str = "gltf"
-    obj_texture: bool = True
+    texture: bool = True
+    normals: bool = True
     glb_camera: bool = True
     glb_camera_yfov_deg: float | None = None
     glb_unlit: bool = True
     glb_double_sided: bool = False
+    glb_texture_format: str = "jpeg"
+    glb_jpeg_quality: int = 95
     fbx_unit_scale: float = 100.0
+    fbx_compress_level: int = 1
     assimp_executable: str | None = None
     verify: tuple[str, ...] = ("fbx",)
 
@@ -107,19 +116,44 @@ def check_formats(files: FileOptions) -> None:
         raise ValueError(f"unknown mesh format(s) {bad}; expected some of {MESH_FORMATS}")
 
 
+def _glb_counts(path: Path) -> dict[str, int]:
+    """Faces and vertices of a GLB's first primitive from its JSON chunk (no buffer decoding)."""
+    data = path.read_bytes()
+    if data[:4] != b"glTF" or len(data) < 20:
+        raise AssimpError(f"{path}: not a binary glTF")
+    (json_len,) = struct.unpack_from("<I", data, 12)
+    doc = json.loads(data[20 : 20 + json_len])
+    prim = doc["meshes"][0]["primitives"][0]
+    faces = doc["accessors"][prim["indices"]]["count"] // 3 if "indices" in prim else 0
+    return {"vertices": doc["accessors"][prim["attributes"]["POSITION"]]["count"], "faces": faces}
+
+
+def _ply_counts(path: Path) -> dict[str, int]:
+    """Element counts from a PLY header."""
+    with open(path, "rb") as f:
+        head = f.read(4096).split(b"end_header", 1)[0].decode("ascii", "replace")
+    counts = dict(re.findall(r"^element (\w+) (\d+)", head, flags=re.M))
+    return {"vertices": int(counts.get("vertex", 0)), "faces": int(counts.get("face", 0))}
+
+
 def _verify(files: dict[str, Path], mesh: Mesh, assimp_executable) -> dict[str, dict]:
-    """Read written files back and compare face counts (and, for PLY, vertex counts: assimp joins identical
-    vertices and splits degenerate triangles into their own meshes, so its vertex counts may differ)."""
+    """Read written files back and compare face counts (and vertex counts where the file keeps one vertex per
+    mesh vertex: PLY, FBX control points; GLB and OBJ add seam vertices / assimp joins vertices)."""
     report = {}
     for name, path in files.items():
         if name == "mesh_ply":
-            el = read_ply(path)["elements"]
-            counts = {"vertices": el.get("vertex", 0), "faces": el.get("face", 0)}
-        elif name in ("mesh_obj", "mesh_glb", "mesh_fbx"):
+            counts = _ply_counts(path)
+        elif name == "mesh_fbx":
+            s = summarize_fbx(path)
+            counts = {"vertices": s.num_vertices, "faces": s.num_faces}
+        elif name == "mesh_glb":
+            counts = _glb_counts(path)
+        elif name == "mesh_obj":
             counts = assimp_info(path, assimp_executable)
         else:
             continue
-        if counts["faces"] != mesh.num_faces or (name == "mesh_ply" and counts["vertices"] != mesh.num_vertices):
+        same_vertices = name not in ("mesh_ply", "mesh_fbx") or counts["vertices"] == mesh.num_vertices
+        if counts["faces"] != mesh.num_faces or not same_vertices:
             raise AssimpError(
                 f"{path}: read back {counts['vertices']} vertices / {counts['faces']} faces, wrote "
                 f"{mesh.num_vertices} / {mesh.num_faces}"
@@ -136,6 +170,7 @@ def write_mesh_files(
     texture: Tensor | None = None,
     texture_uvs: Tensor | None = None,
     camera_yfov_deg: float = 90.0,
+    axes: str = "gltf",
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write ``mesh`` in ``files.formats`` and read back those in ``files.verify``.
 
@@ -143,28 +178,40 @@ def write_mesh_files(
         texture: [3, H, W] image for the OBJ (with ``files.obj_texture``); None: vertex colours only.
         texture_uvs: [V, 2] per-vertex texture coordinates (OBJ convention, v up); None: spherical (a panorama).
         camera_yfov_deg: the GLB camera's vertical field of view when ``files.glb_camera_yfov_deg`` is null.
+        axes: frame of the PLY / OBJ / FBX files (``export.axes``; GLB is always glTF).
     Returns:
         ({mesh_ply | mesh_obj | mesh_mtl | mesh_texture | mesh_glb | mesh_fbx: path}, {"read_back": ...} when
         ``verify`` is set).
     """
     fo = files
     check_formats(fo)
+    if axes not in AXES:
+        raise ValueError(f"unknown axes {axes!r}; expected one of {AXES}")
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
+    texture = texture if fo.texture else None
+    # GLB and FBX texture with spherical UVs only (a panorama); a single view's UVs go into the OBJ
+    wrap_texture = texture if texture_uvs is None else None
     if "ply" in fo.formats:
-        written["mesh_ply"] = write_mesh_ply(out_dir / "mesh.ply", mesh, axes=fo.ply_axes)
+        written["mesh_ply"] = write_mesh_ply(out_dir / "mesh.ply", mesh, axes=axes, normals=fo.normals)
+    if texture is not None and ("obj" in fo.formats or (wrap_texture is not None and "fbx" in fo.formats)):
+        written["mesh_texture"] = write_texture(out_dir / "mesh_texture.png", texture)
     if "obj" in fo.formats:
-        obj = write_mesh_obj(out_dir / "mesh.obj", mesh, axes=fo.obj_axes,
-                             texture=texture if fo.obj_texture else None, uvs=texture_uvs)
+        obj = write_mesh_obj(out_dir / "mesh.obj", mesh, axes=axes, texture=texture, normals=fo.normals,
+                             texture_file=written.get("mesh_texture"), uvs=texture_uvs)
         written.update({f"mesh_{k}": v for k, v in obj.items()})
     if "glb" in fo.formats:
         yfov = camera_yfov_deg if fo.glb_camera_yfov_deg is None else fo.glb_camera_yfov_deg
-        written["mesh_glb"] = write_mesh_glb(out_dir / "mesh.glb", mesh, camera=fo.glb_camera,
-                                             camera_yfov_deg=yfov, unlit=fo.glb_unlit,
-                                             double_sided=fo.glb_double_sided)
+        written["mesh_glb"] = write_mesh_glb(out_dir / "mesh.glb", mesh, camera=fo.glb_camera, camera_yfov_deg=yfov,
+                                             unlit=fo.glb_unlit, double_sided=fo.glb_double_sided,
+                                             texture=wrap_texture, texture_format=fo.glb_texture_format,
+                                             jpeg_quality=fo.glb_jpeg_quality, normals=fo.normals)
     if "fbx" in fo.formats:
-        written["mesh_fbx"] = write_mesh_fbx(out_dir / "mesh.fbx", mesh, unit_scale=fo.fbx_unit_scale,
-                                             assimp_executable=fo.assimp_executable)
+        written["mesh_fbx"] = write_mesh_fbx(out_dir / "mesh.fbx", mesh, unit_scale=fo.fbx_unit_scale, axes=axes,
+                                             texture=wrap_texture,
+                                             texture_file=written.get("mesh_texture") if wrap_texture is not None
+                                             else None,
+                                             normals=fo.normals, compress_level=fo.fbx_compress_level)["fbx"]
     stats: dict[str, Any] = {}
     if fo.verify:
         check = {k: v for k, v in written.items() if k.startswith("mesh_") and k[5:] in fo.verify}
@@ -186,6 +233,7 @@ def write_mesh_assets(
     texture: Tensor | None = None,
     texture_uvs: Tensor | None = None,
     camera_yfov_deg: float = 90.0,
+    axes: str = "gltf",
     what: str = "the input",
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """:func:`write_mesh_files`, then splats.ply, points.ply and previews when enabled.
@@ -194,13 +242,14 @@ def write_mesh_assets(
         make_splats: the view's splats for the options (None: no colours, splats cannot be made).
         sample_points: stride -> (points [N, 3], colours [N, 3] or None) of the view's valid pixels.
         preview_map: [H, W] distance or depth shown above the preview renders.
+        axes: frame of the mesh files and points.ply (``export.axes``).
         what: how to name the source in errors.
     Returns:
         (files written, counts: read_back, splats, points, previews_skipped).
     """
     out_dir = Path(out_dir)
     written, stats = write_mesh_files(out_dir, mesh, files, texture=texture, texture_uvs=texture_uvs,
-                                      camera_yfov_deg=camera_yfov_deg)
+                                      camera_yfov_deg=camera_yfov_deg, axes=axes)
     so, po, vo = splats, point_cloud, previews
     if so.enabled:
         if make_splats is None:
@@ -213,7 +262,7 @@ def write_mesh_assets(
         pts, cols, normals = process_point_cloud(
             pts, cols, sor_neighbors=po.sor_neighbors, sor_std_ratio=po.sor_std_ratio, voxel_size=po.voxel_size,
             normals=po.normals, normal_radius=po.normal_radius, normal_max_nn=po.normal_max_nn)
-        write_point_cloud_ply(out_dir / "points.ply", pts, cols, normals)
+        write_point_cloud_ply(out_dir / "points.ply", pts, cols, normals, axes=axes)
         written["points_ply"] = out_dir / "points.ply"
         stats["points"] = int(pts.shape[0])
     if vo.enabled:

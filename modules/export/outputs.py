@@ -44,7 +44,7 @@ def write_panorama_outputs(
     write_npy(out_dir / "confidence.npy", result.confidence.cpu())
     if ex.pointcloud.enabled:
         points, colours = erp_points(distance, rgb.cpu(), stride=int(ex.pointcloud.stride))
-        write_point_cloud_ply(out_dir / "pointcloud.ply", points, colours)
+        write_point_cloud_ply(out_dir / "pointcloud.ply", points, colours, axes=ex.axes)
     timings = dict(result.timings)
     timings["writing"] = time.perf_counter() - start
     sections = {"distance_png": png, "alignment": result.info.get("alignment"), **(extra or {})}

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..geometry.spherical import erp_directions
 from .atomic import atomic_path
+from .axes import to_axes
 
 __all__ = ["erp_points", "process_point_cloud", "write_point_cloud_ply"]
 
@@ -100,14 +101,19 @@ def process_point_cloud(
 
 
 def write_point_cloud_ply(
-    path: str | os.PathLike, points: Tensor, colours: Tensor | None = None, normals: Tensor | None = None
+    path: str | os.PathLike,
+    points: Tensor,
+    colours: Tensor | None = None,
+    normals: Tensor | None = None,
+    axes: str = "gltf",
 ) -> None:
     """Binary little-endian PLY with float32 x y z, optional float32 nx ny nz and uchar red green blue.
 
     Args:
-        points: [N, 3]; colours: optional [N, 3] in [0, 1]; normals: optional [N, 3].
+        points: [N, 3] (OpenCV axes); colours: optional [N, 3] in [0, 1]; normals: optional [N, 3].
+        axes: frame of the file ("gltf": Y up, default; "blender_z_up"; "opencv"), see axes.py.
     """
-    pts = points.detach().cpu().numpy().astype(np.float32)
+    pts = to_axes(points.detach().cpu().numpy().astype(np.float64), axes).astype(np.float32)
     if len(pts) == 0:
         raise ValueError(f"{path}: refusing to write an empty point cloud")
     if not np.isfinite(pts).all():
@@ -120,7 +126,7 @@ def write_point_cloud_ply(
     vertex = np.empty(len(pts), dtype=fields)
     vertex["x"], vertex["y"], vertex["z"] = pts.T
     if normals is not None:
-        vertex["nx"], vertex["ny"], vertex["nz"] = normals.detach().cpu().numpy().astype(np.float32).T
+        vertex["nx"], vertex["ny"], vertex["nz"] = to_axes(normals.detach().cpu().numpy().astype(np.float64), axes).astype(np.float32).T
     if colours is not None:
         c = (colours.detach().cpu().float().clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
         vertex["red"], vertex["green"], vertex["blue"] = c.T

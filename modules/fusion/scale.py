@@ -26,8 +26,11 @@ from torch import Tensor
 from ..errors import UserError
 from ..geometry.erp_maps import check_distance_map
 from ..geometry.spherical import erp_directions, erp_row_latitudes
+from ..geometry.tangent import TangentCameras
+from .metric_scale import network_scale
 
-__all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "Scale", "fit_floor_plane", "metric_scale"]
+__all__ = ["FloorNotFoundError", "FloorPlane", "ScaleResult", "Scale", "MetricViews", "SCALE_METHODS", "fit_floor_plane",
+           "metric_scale"]
 
 
 class FloorNotFoundError(UserError, ValueError):
@@ -202,41 +205,110 @@ def _median_result(median: float) -> ScaleResult:
     })
 
 
+#: scale.method values (see :class:`Scale`)
+SCALE_METHODS = ("auto", "network", "camera_height", "factor", "relative")
+
+_RELATIVE_NOTE = ("not metric: the median distance is 1; set scale.camera_height or scale.factor, or use a metric "
+                  "predictor")
+
+
+@dataclass
+class MetricViews:
+    """A metric network's depth on its metric views of one panorama (``modules/fusion/metric_scale.py``).
+
+    Attributes:
+        depth: [V, s, s] metric depth (metres).
+        cameras: the V views.
+        max_depth: the network's largest output (None: unbounded).
+        source: what meta.json says about the network (name, variant, weights).
+    """
+
+    depth: Tensor
+    cameras: TangentCameras
+    max_depth: float | None
+    source: dict
+
+
 @dataclass(frozen=True)
 class Scale:
     """The one scale path (config group ``scale``, ``_target_: modules.fusion.scale.Scale``): the tangent and
     equirect pipelines, single_view and render_dense all scale through it.
 
-    ``relative``: "median" divides by the median valid distance (median 1), "keep" leaves the input as it is (an
-    earlier run, already scaled); then ``camera_height`` (metres, floor fit with ``floor`` options and a generator
-    seeded by ``seed``) or ``factor`` makes it metric (see :func:`metric_scale`).
+    First ``relative``: "median" divides by the median valid distance (median 1), "keep" leaves the input as it is
+    (an earlier run, already scaled). Then ``method``: ``network`` (the metric network's views, passed to the call;
+    :func:`~modules.fusion.metric_scale.network_scale` with the ``network`` options), ``camera_height`` (metres; the
+    floor is fitted below the camera with the ``floor`` options and a generator seeded by ``seed``), ``factor``
+    (multiplies the map), ``relative`` (nothing more), and ``auto`` (the default): network if views are given (a
+    metric predictor whose weights are present), else camera height if given, else factor if given, else relative.
     """
 
+    method: str = "auto"
     camera_height: float | None = None
     factor: float | None = None
     relative: str = "median"
     floor: dict = field(default_factory=dict)
     seed: int = 0
+    network: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.method not in SCALE_METHODS:
+            raise UserError(f"scale.method must be one of {list(SCALE_METHODS)}, got {self.method!r}")
         if self.relative not in ("median", "keep"):
             raise ValueError(f"scale.relative must be 'median' or 'keep', got {self.relative!r}")
+        if self.camera_height is not None and self.factor is not None:
+            raise UserError("give scale.camera_height or scale.factor, not both")
 
-    def __call__(self, distance: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, ScaleResult]:
-        """[H, W] distance (NaN / inf / <= 0 invalid) -> the scaled map and the total factor with its description.
+    @property
+    def may_use_network(self) -> bool:
+        """Whether the metric network's views are wanted (method network or auto)."""
+        return self.method in ("network", "auto")
 
-        ``generator``: for the floor fit; None: one seeded with ``seed`` on the map's device.
+    def __call__(self, distance: Tensor, generator: torch.Generator | None = None,
+                 metric: MetricViews | None = None, metric_note: str | None = None) -> tuple[Tensor, ScaleResult]:
+        """[H, W] distance (NaN / inf / <= 0 invalid) -> the scaled map and the total factor with its description
+        (``info``: ``units``, ``method``, ``method_requested``, ...).
+
+        Args:
+            generator: for the floor fit; None: one seeded with ``seed`` on the map's device.
+            metric: the metric network's views of the panorama (``modules.pipeline.predict_metric_views``) or None.
+            metric_note: why there is no metric network (recorded when ``auto`` falls back).
+        Raises:
+            UserError: a method whose input is missing (e.g. ``network`` without a metric predictor).
         """
         valid = check_distance_map(distance)
         if self.relative == "median":
             median = distance[valid].median()
-            out, base = distance / median, _median_result(float(median))
+            out, base = distance / median, 1.0 / float(median)
+            relative_info = {"units": "relative", "method": "median", "note": _RELATIVE_NOTE}
         else:
-            out, base = distance, ScaleResult(1.0, dict(_KEEP_INFO))
-        if self.camera_height is None and self.factor is None:
-            return out, base
-        if generator is None:
-            generator = torch.Generator(device=distance.device).manual_seed(int(self.seed))
-        metric = metric_scale(out, camera_height=self.camera_height, factor=self.factor, floor=dict(self.floor or {}),
-                              relative="keep", generator=generator)
-        return out * metric.factor, ScaleResult(base.factor * metric.factor, metric.info)
+            out, base = distance, 1.0
+            relative_info = dict(_KEEP_INFO)
+        method = self.method
+        if method == "auto":
+            method = ("network" if metric is not None else "camera_height" if self.camera_height is not None
+                      else "factor" if self.factor is not None else "relative")
+        if method == "network":
+            if metric is None:
+                raise UserError(
+                    "scale.method=network needs a metric predictor: predictor=depth_pro, predictor=depth_anything_v2 "
+                    "with a metric_* variant, or predictor=joint_metric" + (f" ({metric_note})" if metric_note else "")
+                )
+            f, info = network_scale(out, metric.depth, metric.cameras, metric.max_depth, **dict(self.network or {}))
+            info["network"] = metric.source
+        elif method == "relative":
+            f, info = 1.0, relative_info
+        else:
+            if method == "camera_height" and self.camera_height is None:
+                raise UserError("scale.method=camera_height needs scale.camera_height (metres from camera to floor)")
+            if method == "factor" and self.factor is None:
+                raise UserError("scale.method=factor needs scale.factor")
+            if generator is None:
+                generator = torch.Generator(device=distance.device).manual_seed(int(self.seed))
+            res = metric_scale(out, camera_height=self.camera_height if method == "camera_height" else None,
+                               factor=self.factor if method == "factor" else None, floor=dict(self.floor or {}),
+                               relative="keep", generator=generator)
+            f, info = res.factor, res.info
+        info = {**info, "method_requested": self.method}
+        if self.method == "auto" and metric is None and metric_note:
+            info["metric_network_unavailable"] = metric_note
+        return (out if method == "relative" else out * f), ScaleResult(base * float(f), info)

@@ -8,6 +8,7 @@ Larger values are nearer. Faces are passed all at once; a predictor chunks them 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,7 +16,20 @@ from torch import Tensor
 
 from ..geometry.tangent import TangentCameras
 
-__all__ = ["DepthPredictor"]
+__all__ = ["DepthPredictor", "MetricView"]
+
+
+@dataclass(frozen=True)
+class MetricView:
+    """The square views a metric predictor measures the scale on (``modules/fusion/metric_scale.py``).
+
+    ``fov_deg``: full field of view; ``size``: pixels per side; ``max_depth``: the largest depth the network can
+    output (metres; ``None``: unbounded), near which its output is saturated.
+    """
+
+    fov_deg: float
+    size: int
+    max_depth: float | None = None
 
 
 class DepthPredictor(abc.ABC):
@@ -57,3 +71,22 @@ class DepthPredictor(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What meta.json records about this predictor."""
         return {"name": type(self).__name__}
+
+    # ------------------------------------------------------------------ metric depth (optional capability)
+    @property
+    def is_metric(self) -> bool:
+        """Whether :meth:`predict_metric_depth` gives metres (metric networks, the synthetic metric mode)."""
+        return False
+
+    def metric_source(self) -> "DepthPredictor | None":
+        """The predictor that gives this one's metric depth (itself, or a member such as ``joint``'s ``metric``);
+        ``None`` when there is none (the scale then comes from elsewhere, see ``scale.method``)."""
+        return self if self.is_metric else None
+
+    def metric_view(self) -> MetricView:
+        """The square views the metric scale is measured on."""
+        raise NotImplementedError(f"{type(self).__name__} gives no metric depth")
+
+    def predict_metric_depth(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
+        """Metric depth (metres, z in each image's camera) [B, h, w] of images [B, 3, h, w] seen by ``cameras``."""
+        raise NotImplementedError(f"{type(self).__name__} gives no metric depth")

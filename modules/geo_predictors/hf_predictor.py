@@ -1,9 +1,11 @@
-"""Shared machinery of the transformers-based relative-depth predictors (MiDaS v3.1, Depth Anything V2).
+"""Shared machinery of the transformers-based depth predictors (MiDaS v3.1, Depth Anything V2, Depth Pro).
 
 One model is built once per predictor (in ``__init__``), put on its device and kept there. ``predict`` takes all
 faces at once ([B, 3, h, w] float RGB in [0, 1], any device), runs them through the network in chunks of
-``batch_size`` under ``torch.inference_mode`` (and autocast for fp16/bf16), and returns relative disparity
-[B, h, w] float32 on the images' device, resized back to the face size.
+``batch_size`` under ``torch.inference_mode`` (and autocast for fp16/bf16), and returns disparity [B, h, w] float32
+on the images' device, resized back to the face size: relative for MiDaS / Depth Anything V2 / Depth Pro's canonical
+inverse depth, ``1 / metres`` for the Depth Anything V2 metric variants. Metric predictors (``is_metric``) also give
+metric depth through ``predict_metric_depth`` (Depth Pro from the focal length of the cameras passed in).
 
 Each family module (``midas.py``, ``depth_anything.py``) holds the one variant table of that family: Hugging Face id,
 upstream file, licence, input size, resize rule, normalisation and the architecture used to build the model when
@@ -29,7 +31,7 @@ from torch import Tensor
 
 from ..device import resolve_device
 from ..geometry.tangent import TangentCameras
-from .base import DepthPredictor
+from .base import DepthPredictor, MetricView
 from .checkpoint_conversion import (
     detect_upstream_kind,
     is_hf_state_dict,
@@ -67,10 +69,20 @@ class NetworkVariant:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     architecture: Mapping[str, Any] = field(default_factory=dict)
+    #: metric variants: the square view's full field of view (degrees) in which the network sees a scene the way it
+    #: was trained (see :mod:`.metric`); ``None`` for relative-disparity variants
+    metric_view_fov_deg: float | None = None
+    #: download size of the Hugging Face weights (README and ``download_checkpoints --list``)
+    download_size: str = ""
 
     def __post_init__(self) -> None:
         if self.resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {self.resize_method!r}")
+
+    @property
+    def is_metric(self) -> bool:
+        """Whether the network outputs metric depth (metres) rather than relative disparity."""
+        return self.metric_view_fov_deg is not None
 
 
 def to_plain(obj: Any) -> Any:
@@ -117,7 +129,12 @@ class HFDepthPredictor(DepthPredictor):
         model_overrides: values merged into the transformers config (``backbone_config:`` for the backbone), e.g. a
             tiny architecture for tests. Keys are checked against the config classes.
         input_size: network target size in pixels; ``None`` -> the variant's.
-        antialias: low-pass filter when shrinking faces to the network size.
+        antialias: ``F.interpolate``'s antialias for the input resize. It low-passes when shrinking, and for bicubic
+            it also switches to PIL's kernel (a = -0.5 instead of -0.75), so it changes enlarged images too; true
+            is what the PIL-backed transformers processors do.
+        metric_view_fov_deg: metric variants only: full field of view (degrees) of the square views the metric scale
+            is measured on (:mod:`.metric`); ``None`` -> the variant's (matched to its training camera).
+        metric_view_size: metric variants only: pixels per side of those views; ``None`` -> ``input_size``.
     """
 
     family: ClassVar[str]
@@ -142,6 +159,8 @@ class HFDepthPredictor(DepthPredictor):
         model_overrides: Mapping[str, Any] | None = None,
         input_size: int | None = None,
         antialias: bool = True,
+        metric_view_fov_deg: float | None = None,
+        metric_view_size: int | None = None,
     ) -> None:
         if variant not in self.variants:
             raise PredictorConfigError(
@@ -164,6 +183,20 @@ class HFDepthPredictor(DepthPredictor):
         self.antialias = bool(antialias)
         self._device = resolve_device(device)
         self._autocast_dtype = self._effective_autocast_dtype()
+        if not self.variant.is_metric and (metric_view_fov_deg is not None or metric_view_size is not None):
+            raise PredictorConfigError(
+                f"{self.family}: metric_view_fov_deg / metric_view_size apply to metric variants only, and "
+                f"'{variant}' is relative"
+            )
+        self.metric_view_fov_deg = float(
+            metric_view_fov_deg if metric_view_fov_deg is not None else (self.variant.metric_view_fov_deg or 0.0)
+        )
+        self.metric_view_size = int(metric_view_size) if metric_view_size is not None else self.input_size
+        if self.variant.is_metric and not (0.0 < self.metric_view_fov_deg < 170.0 and self.metric_view_size >= 8):
+            raise PredictorConfigError(
+                f"{self.family}: need 0 < metric_view_fov_deg < 170 and metric_view_size >= 8, got "
+                f"{self.metric_view_fov_deg}, {self.metric_view_size}"
+            )
 
         spec = WeightsSpec(
             predictor=self.predictor_name,
@@ -326,14 +359,14 @@ class HFDepthPredictor(DepthPredictor):
             image_hw, (self.input_size, self.input_size), v.keep_aspect_ratio, v.multiple_of, v.resize_method
         )
 
-    def predict(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
-        """Relative disparity of each image.
+    def _network_output(self, images: Tensor) -> Tensor:
+        """The network's raw output per image, resized back to the image size.
 
         Args:
             images: [B, 3, h, w] float RGB in [0, 1], any device.
-            cameras: ignored (networks see only pixels).
         Returns:
-            [B, h, w] float32 disparity on ``images.device``.
+            [B, h, w] float32 on ``images.device``: relative disparity, metric depth (Depth Anything V2 metric
+            variants) or canonical inverse depth (Depth Pro), as the family's output is.
         """
         if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -358,6 +391,54 @@ class HFDepthPredictor(DepthPredictor):
                 chunks.append(pred.to(images.device))
         # concatenating outside inference mode gives an ordinary tensor that later stages may use freely
         return torch.cat(chunks, dim=0)
+
+    def _output_to_disparity(self, output: Tensor) -> Tensor:
+        """Raw network output [B, h, w] -> disparity (larger = nearer); relative families return it as it is."""
+        return output
+
+    def _output_to_metric_depth(self, output: Tensor, tan_half_fov: Tensor | None) -> Tensor:
+        """Raw network output [B, h, w] -> metric depth in metres; only metric families implement it."""
+        raise NotImplementedError
+
+    def predict(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
+        """Disparity of each image (relative; for metric variants ``1 / depth`` in 1/metres).
+
+        Args:
+            images: [B, 3, h, w] float RGB in [0, 1], any device.
+            cameras: ignored (networks see only pixels).
+        Returns:
+            [B, h, w] float32 disparity on ``images.device``.
+        """
+        return self._output_to_disparity(self._network_output(images))
+
+    @property
+    def is_metric(self) -> bool:
+        return self.variant.is_metric
+
+    def metric_view(self) -> MetricView:
+        if not self.is_metric:
+            return super().metric_view()
+        config = self.model.config
+        # a sigmoid head (Depth Anything V2 metric) cannot exceed max_depth; Depth Pro's output is unbounded
+        max_depth = config.max_depth if getattr(config, "depth_estimation_type", None) == "metric" else None
+        return MetricView(self.metric_view_fov_deg, self.metric_view_size, max_depth)
+
+    def predict_metric_depth(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
+        """Metric depth (metres, z in each image's camera) of each image.
+
+        Args:
+            images: [B, 3, h, w] float RGB in [0, 1], any device.
+            cameras: the images' pinhole cameras (square images, ``tan_half_fov`` per image); Depth Pro needs the
+                focal length they give, Depth Anything V2 metric variants ignore them.
+        Returns:
+            [B, h, w] float32 metres on ``images.device``.
+        """
+        if not self.is_metric:
+            return super().predict_metric_depth(images, cameras)
+        tan_half_fov = None if cameras is None else cameras.tan_half_fov.to(images.device, torch.float32)
+        if tan_half_fov is not None and tan_half_fov.shape[0] != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {tan_half_fov.shape[0]} cameras")
+        return self._output_to_metric_depth(self._network_output(images), tan_half_fov)
 
     # ------------------------------------------------------------------ meta.json
     def describe(self) -> dict[str, Any]:
@@ -385,7 +466,10 @@ class HFDepthPredictor(DepthPredictor):
             "precision_effective": self.effective_precision,
             "batch_size": self.batch_size,
             "random_weights": self.resolved_weights.source == "random",
+            "metric": v.is_metric,
         }
+        if v.is_metric:
+            out["metric_view"] = {"fov_deg": self.metric_view_fov_deg, "size": self.metric_view_size}
         if self.allow_random_weights:
             out["allow_random_weights"] = True
         if self.resolved_weights.source == "random":

@@ -17,6 +17,12 @@ Per face (all faces batched):
 5. Confidence = ``g``: the alignment stage uses it to weight pixels.
 
 The result is in Depth Anything's disparity scale (still relative: unknown scale and shift per face).
+
+Optional ``metric`` member (``predictor=joint_metric``): a metric predictor (Depth Pro, a Depth Anything V2 metric
+variant) that gives no shape, only the panorama's metric scale (``scale.method=network`` / ``auto``): the pipeline
+runs it on its own metric views (``modules/fusion/metric_scale.py``). Under ``scale.method=auto`` a member whose
+weights are not on this machine is left out (:func:`instantiate_predictor`), never downloaded, and the reason is
+recorded in meta.json.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from torch import Tensor
 
 from ..geometry.tangent import TangentCameras
 from .base import DepthPredictor
-from .errors import PredictorConfigError
+from .errors import PredictorConfigError, WeightsNotFoundError
 
-__all__ = ["ROBUST_LOSSES", "JointPredictor", "agreement", "robust_scale_shift", "weighted_scale_shift"]
+__all__ = [
+    "ROBUST_LOSSES", "JointPredictor", "agreement", "instantiate_predictor", "robust_scale_shift", "weighted_scale_shift",
+]
 
 _MAD_TO_SIGMA = 1.4826  # sigma of a Gaussian = 1.4826 * its median absolute deviation
 
@@ -164,6 +172,7 @@ class JointPredictor(DepthPredictor):
         fit_max_pixels: the alignment is fitted on a regular subsample of at most this many pixels per face.
         agreement_sigma: relative disagreement scale of the agreement term (:func:`agreement`).
         agreement_gating: exponent ``p`` of the agreement in MiDaS's per-pixel weight (0 disables gating).
+        metric: optional metric predictor (or its config) used only as the scale source (module header).
     """
 
     def __init__(
@@ -179,9 +188,15 @@ class JointPredictor(DepthPredictor):
         fit_max_pixels: int = 65536,
         agreement_sigma: float = 0.1,
         agreement_gating: float = 1.0,
+        metric: DepthPredictor | Mapping[str, Any] | None = None,
     ) -> None:
         self.midas = _as_predictor(midas, "midas")
         self.depth_anything = _as_predictor(depth_anything, "depth_anything")
+        self.metric: DepthPredictor | None = None
+        #: why there is no metric member although one was configured (set by instantiate_predictor)
+        self.metric_unavailable: str | None = None
+        if metric is not None:
+            self.set_metric(_as_predictor(metric, "metric"))
         if midas_weight < 0 or depth_anything_weight < 0 or midas_weight + depth_anything_weight <= 0:
             raise PredictorConfigError(
                 f"joint predictor weights must be >= 0 and not both 0, got midas_weight={midas_weight}, "
@@ -214,9 +229,23 @@ class JointPredictor(DepthPredictor):
     def device(self) -> torch.device:
         return self.midas.device
 
+    def set_metric(self, metric: DepthPredictor | None, unavailable: str | None = None) -> None:
+        """Set the metric member (``None`` with the reason when its weights are missing under ``auto``)."""
+        if metric is not None and not metric.is_metric:
+            raise PredictorConfigError(
+                f"joint predictor: 'metric' must be a metric predictor (depth_pro, a depth_anything_v2 metric_* "
+                f"variant); {metric.describe().get('name')} variant {metric.describe().get('variant')} is relative"
+            )
+        self.metric, self.metric_unavailable = metric, unavailable
+
+    def metric_source(self) -> DepthPredictor | None:
+        return self.metric
+
     def begin_panorama(self, image_path: str | None, erp_hw: tuple[int, int]) -> None:
         self.midas.begin_panorama(image_path, erp_hw)
         self.depth_anything.begin_panorama(image_path, erp_hw)
+        if self.metric is not None:
+            self.metric.begin_panorama(image_path, erp_hw)
 
     def fuse(self, midas_disparity: Tensor, depth_anything_disparity: Tensor) -> tuple[Tensor, Tensor]:
         """Steps 2-5 of the module header on given disparities.
@@ -289,9 +318,48 @@ class JointPredictor(DepthPredictor):
             "agreement_gating": self.agreement_gating,
             "random_weights": any(p.get("random_weights", False) for p in parts.values()),
         }
+        if self.metric is not None:
+            out["metric"] = self.metric.describe()
+            out["random_weights"] = out["random_weights"] or bool(out["metric"].get("random_weights"))
+            if out["metric"].get("allow_random_weights"):
+                out["allow_random_weights"] = True
+        elif self.metric_unavailable:
+            out["metric"] = {"unavailable": self.metric_unavailable}
         if any(p.get("allow_random_weights") for p in parts.values()):
             out["allow_random_weights"] = True
         return out
+
+
+def instantiate_predictor(config: Mapping[str, Any], scale_method: str | None = "auto") -> DepthPredictor:
+    """Build a predictor from its config (``_target_``) as Hydra would, except that under ``scale.method=auto`` a
+    ``metric`` member (``predictor=joint_metric``) whose weights are not on this machine is left out: it is looked
+    for without downloading, and on :class:`WeightsNotFoundError` the predictor runs without it and records why
+    (``metric_unavailable``; meta.json). Any other method builds everything as configured (missing weights fail).
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    metric_cfg = config.get("metric") if isinstance(config, Mapping) or hasattr(config, "get") else None
+    if (scale_method or "auto") != "auto" or not metric_cfg or "_target_" not in metric_cfg:
+        return instantiate(config)
+    rest = OmegaConf.create(OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config))
+    rest.metric = None
+    predictor = instantiate(rest)
+    if not hasattr(predictor, "set_metric"):
+        return instantiate(config)
+    kwargs = {"allow_download": False} if "allow_download" in metric_cfg else {}
+    try:
+        metric = instantiate(metric_cfg, **kwargs)
+    except Exception as exc:  # Hydra wraps the constructor's error in an InstantiationException
+        err = exc if isinstance(exc, WeightsNotFoundError) else exc.__cause__
+        if not isinstance(err, WeightsNotFoundError):
+            raise
+        lines = str(err).splitlines()
+        fetch = next((ln.split("with:", 1)[-1].strip() for ln in lines if "tools.download_checkpoints" in ln), "")
+        predictor.set_metric(None, f"{lines[0]} scale.method=auto does not download; get them with: {fetch}")
+        return predictor
+    predictor.set_metric(metric)
+    return predictor
 
 
 def _as_predictor(obj: DepthPredictor | Mapping[str, Any], name: str) -> DepthPredictor:

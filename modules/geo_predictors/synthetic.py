@@ -52,7 +52,7 @@ from ..errors import UserError
 from ..geometry.tangent import TangentCameras, erp_to_faces, face_cos_to_axis
 from .base import DepthPredictor
 
-__all__ = ["SyntheticPredictor", "CorruptionConfig", "GroundTruthError", "load_distance_map"]
+__all__ = ["SyntheticPredictor", "CorruptionConfig", "GroundTruthError", "MetricErrorConfig", "load_distance_map"]
 
 
 class GroundTruthError(UserError, ValueError):
@@ -185,6 +185,8 @@ class SyntheticPredictor(DepthPredictor):
         corruption: :class:`CorruptionConfig` or a dict of its arguments.
         sample_mode: how the truth is read at face pixels: ``"bilinear"`` or ``"nearest"``.
         device: where the rendering runs (``auto`` | ``cpu`` | ``cuda`` | ``mps``).
+        metric: ``None`` (relative only) or a :class:`MetricErrorConfig` / dict of its arguments: the predictor is
+            then also metric (:meth:`predict_metric_depth`: true metric depth x a per-view error).
     """
 
     is_network = False
@@ -195,8 +197,13 @@ class SyntheticPredictor(DepthPredictor):
         corruption: CorruptionConfig | dict | None = None,
         sample_mode: str = "bilinear",
         device: str = "cpu",
+        metric: MetricErrorConfig | dict | None = None,
     ):
 
+        if metric is None or isinstance(metric, MetricErrorConfig):
+            self.metric = metric
+        else:
+            self.metric = MetricErrorConfig(**dict(metric))
         self.gt_path = None if gt_distance in (None, "", "auto") else Path(str(gt_distance))
         if isinstance(corruption, CorruptionConfig):
             self.corruption = corruption
@@ -239,12 +246,36 @@ class SyntheticPredictor(DepthPredictor):
         self._set_gt(path, erp_hw)
 
     def describe(self) -> dict:
-        return {
+        out = {
             "name": "synthetic",
             "gt_distance": None if self._gt_source is None else str(self._gt_source),
             "corruption": self.corruption.as_dict(),
             "sample_mode": self.sample_mode,
         }
+        if self.metric is not None:
+            out["metric"] = self.metric.as_dict()
+        return out
+
+    # ------------------------------------------------------------------ metric mode (see MetricErrorConfig)
+    @property
+    def is_metric(self) -> bool:
+        return self.metric is not None
+
+    def metric_view(self):
+        if self.metric is None:
+            return super().metric_view()
+        from .base import MetricView
+
+        return MetricView(self.metric.view_fov_deg, self.metric.view_size, None)
+
+    def predict_metric_depth(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
+        """True metric depth of each view (z, scene units = metres) times its view's error; [B, h, w] float32."""
+        if self.metric is None:
+            return super().predict_metric_depth(images, cameras)
+        if cameras is None or images.shape[0] != cameras.num_faces or images.shape[-1] != cameras.size:
+            raise ValueError("the synthetic metric mode needs the cameras of the images it is given")
+        depth = 1.0 / self.true_disparity(cameras)
+        return self.metric.apply(depth).to(images.device, torch.float32)
 
     def true_disparity(self, cameras: TangentCameras) -> Tensor:
         """Exact 1 / planar depth of every face pixel. Returns [F, S, S] on the predictor's device."""
@@ -338,3 +369,64 @@ class SyntheticPredictor(DepthPredictor):
         out = self.corrupt(inv[:, 0].expand(images.shape[0], -1, -1), torch.zeros(images.shape[0], dtype=torch.long))
         return out.to(images.device, torch.float32)
 
+
+
+class MetricErrorConfig:
+    """Error model of the synthetic predictor's metric mode: per view ``v`` (the v-th image of a call),
+
+        metric depth = true depth x f_v x (1 + noise_std x n),   f_v log-uniform in ``scale_range``
+
+    and ``outlier_views`` views (chosen by the seed) get ``f_v x outlier_factor`` (a metric network fooled by a
+    mirror or a blank wall). ``view_fov_deg`` / ``view_size`` are the metric views it asks for.
+    """
+
+    def __init__(
+        self,
+        scale_range: Sequence[float] = (1.0, 1.0),
+        noise_std: float = 0.0,
+        outlier_views: int = 0,
+        outlier_factor: float = 2.0,
+        view_fov_deg: float = 60.0,
+        view_size: int = 64,
+        seed: int = 0,
+    ):
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"metric.scale_range must satisfy 0 < lo <= hi, got {list(scale_range)}")
+        self.noise_std = float(noise_std)
+        self.outlier_views = int(outlier_views)
+        self.outlier_factor = float(outlier_factor)
+        if self.noise_std < 0 or self.outlier_views < 0 or self.outlier_factor <= 0:
+            raise ValueError("metric: need noise_std >= 0, outlier_views >= 0 and outlier_factor > 0")
+        self.view_fov_deg = float(view_fov_deg)
+        self.view_size = int(view_size)
+        self.seed = int(seed)
+
+    def as_dict(self) -> dict:
+        return {
+            "scale_range": list(self.scale_range),
+            "noise_std": self.noise_std,
+            "outlier_views": self.outlier_views,
+            "outlier_factor": self.outlier_factor,
+            "view_fov_deg": self.view_fov_deg,
+            "view_size": self.view_size,
+            "seed": self.seed,
+        }
+
+    def factors(self, num_views: int) -> Tensor:
+        """[V] float64 per-view factors ``f_v`` (outliers included)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7)
+        lo, hi = math.log(self.scale_range[0]), math.log(self.scale_range[1])
+        f = torch.exp(lo + (hi - lo) * torch.rand(num_views, generator=g, dtype=torch.float64))
+        bad = torch.randperm(num_views, generator=g)[: self.outlier_views]
+        f[bad] = f[bad] * self.outlier_factor
+        return f
+
+    def apply(self, depth: Tensor) -> Tensor:
+        """depth [V, h, w] -> depth x per-view factor x (1 + noise); deterministic for a seed."""
+        V = depth.shape[0]
+        out = depth.double().cpu() * self.factors(V).view(-1, 1, 1)
+        if self.noise_std:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + 11)
+            out = out * (1.0 + self.noise_std * torch.randn(out.shape, generator=g, dtype=torch.float64))
+        return out.to(depth)

@@ -1,7 +1,7 @@
 """Tiny architectures of the real network classes, for tests and smoke runs without weights.
 
 Each entry keeps the structure of its variant family (same transformers classes, same four DPT scales, the same
-kind of backbone hooks) at a few thousand parameters, so the whole loading, conversion and inference path runs in
+kind of backbone hooks; Depth Pro's three encoders and three image scales) at a few thousand parameters, so the whole loading, conversion and inference path runs in
 well under a second on a CPU. Random weights only: outputs mean nothing as depth.
 
     MidasPredictor(variant="beit_large_512", **tiny_predictor_kwargs("midas_v31", "beit_large_512"))
@@ -58,6 +58,19 @@ def _dino(hidden: int, layers: int, out_indices: list[int], neck: list[int]) -> 
     }
 
 
+_DINO_TINY = {"image_size": 32, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
+# Depth Pro: 32-px patches of the 128-px input at scales 1/4, 1/2, 1 (as 384-px patches of 1536 px)
+_DEPTH_PRO = {
+    "fusion_hidden_size": 16,
+    "patch_size": 32,
+    "intermediate_hook_ids": [1, 0],
+    "intermediate_feature_dims": [8, 8],
+    "scaled_images_feature_dims": [16, 16, 8],
+    "image_model_config": dict(_DINO_TINY),
+    "patch_model_config": dict(_DINO_TINY),
+    "fov_model_config": dict(_DINO_TINY),
+}
+
 # per (predictor, variant family): (model_overrides, input_size)
 _TINY: dict[tuple[str, str], tuple[dict[str, Any], int]] = {
     ("midas_v31", "beit"): (_BEIT, 64),
@@ -66,11 +79,17 @@ _TINY: dict[tuple[str, str], tuple[dict[str, Any], int]] = {
     ("depth_anything_v2", "small"): (_dino(24, 4, [1, 2, 3, 4], [6, 12, 24, 24]), 56),
     ("depth_anything_v2", "base"): (_dino(32, 4, [1, 2, 3, 4], [8, 16, 32, 32]), 56),
     ("depth_anything_v2", "large"): (_dino(40, 8, [2, 4, 6, 8], [8, 16, 40, 40]), 56),
+    ("depth_pro", "default"): (_DEPTH_PRO, 128),
 }
 
 
 def _key(predictor: str, variant: str) -> tuple[str, str]:
-    family = variant.split("_", 1)[0] if predictor == "midas_v31" else variant
+    if predictor == "midas_v31":
+        family = variant.split("_", 1)[0]
+    elif predictor == "depth_anything_v2":
+        family = variant.rsplit("_", 1)[-1]  # metric_indoor_small -> small: the same backbone
+    else:
+        family = variant
     if (predictor, family) not in _TINY:
         raise ValueError(f"no tiny configuration for {predictor}/{variant}")
     return predictor, family

@@ -66,7 +66,7 @@ class WeightsSpec:
     variant: str  # e.g. "beit_large_512"
     family: str  # human name, e.g. "MiDaS v3.1"
     hf_id: str  # default Hugging Face model id
-    upstream_file: str  # upstream release file name
+    upstream_file: str  # upstream release file name ("" when only the Hugging Face format is supported)
     upstream_url: str  # where the upstream file is published
 
 
@@ -231,7 +231,7 @@ def resolve_weights(
     looked.append(f"{local} (Hugging Face format)")
     if is_hf_model_dir(local):
         return ResolvedWeights("hf_dir", local, f"{repo_id} from {local}", repo_id)
-    if weights is None:
+    if weights is None and spec.upstream_file:
         upstream = checkpoint_dir / spec.upstream_file
         looked.append(f"{upstream} (upstream release file)")
         if upstream.is_file():
@@ -281,8 +281,11 @@ def _not_found(
         lines.append(f"Not downloaded: {download_note}.")
     lines += [
         f"Get them on a machine with internet access with:  {_fetch_command(spec)}",
-        "  (and copy pre_checkpoints/ over if this machine is offline),",
-        f"or put the upstream release file {spec.upstream_file} ({spec.upstream_url}) into {checkpoint_dir}/ "
-        "(it is converted on load).",
+        "  (and copy pre_checkpoints/ over if this machine is offline)" + ("," if spec.upstream_file else "."),
     ]
+    if spec.upstream_file:
+        lines.append(
+            f"or put the upstream release file {spec.upstream_file} ({spec.upstream_url}) into {checkpoint_dir}/ "
+            "(it is converted on load)."
+        )
     raise WeightsNotFoundError("\n".join(lines))

@@ -83,7 +83,7 @@ def run(cfg: DictConfig) -> int:
     s = int(ex.pointcloud.stride)
     if ex.pointcloud.enabled:
         write_point_cloud_ply(out / "pointcloud.ply", points[::s, ::s].reshape(-1, 3),
-                              rgb[:, ::s, ::s].permute(1, 2, 0).reshape(-1, 3))
+                              rgb[:, ::s, ::s].permute(1, 2, 0).reshape(-1, 3), axes=ex.axes)
     mesh = perspective_grid_mesh(points, rgb, max_edge_stretch=dense.mesh.max_edge_stretch,
                                  max_grazing_deg=dense.mesh.max_grazing_deg)
     uv, _ = points_to_pixels(mesh.vertices, K)  # pixel centres at integers
