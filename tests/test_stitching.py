@@ -13,7 +13,8 @@ AFFINE = ["predictor.corruption.scale_range=[0.5,2.0]", "predictor.corruption.sh
           "predictor.corruption.warp_amplitude=0", "predictor.corruption.noise_std=0"]
 WARPED = ["predictor.corruption.scale_range=[0.5,2.0]", "predictor.corruption.shift_range=[-0.2,0.2]",
           "predictor.corruption.warp_amplitude=0.1", "predictor.corruption.noise_std=0.02"]
-BASE = ["predictor=synthetic", "projection.face_size=128", "refinement.height=256"]
+BASE = ["predictor=synthetic", "projection.face_size=128"]
+GRADIENT = ["refinement=gradient", "refinement.height=256"]
 
 
 def abs_rel(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -27,11 +28,11 @@ def results(room_scene):
     from conftest import compose
 
     runs = {
-        "grid_affine_only": ["alignment=grid", "refinement=gradient", *AFFINE],
+        "grid_affine_only": ["alignment=grid", *GRADIENT, *AFFINE],
         "naive": ["alignment=median", "refinement=none", *WARPED],
         "grid": ["alignment=grid", "refinement=none", *WARPED],
-        "grid_refined": ["alignment=grid", "refinement=gradient", *WARPED],
-        "grid_refined_rot2": ["alignment=grid", "refinement=gradient", "projection.rotations=2", *WARPED],
+        "grid_refined": ["alignment=grid", *GRADIENT, *WARPED],
+        "grid_refined_rot2": ["alignment=grid", *GRADIENT, "projection.rotations=2", *WARPED],
     }
     rgb = load_panorama(room_scene)
     out = {}
