@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +130,7 @@ def export_dense_assets(
     m = _build_mesh(d, rgb, mo)
     written, stats = write_mesh_assets(
         out_dir, m, files=fo, splats=so, point_cloud=po, previews=vo, texture=rgb,
-        make_splats=None if rgb is None else lambda o: erp_splats(
-            d, rgb, confidence, stride=o.stride, footprint_scale=o.footprint_scale, thickness_ratio=o.thickness_ratio,
-            min_opacity=o.min_opacity, max_opacity=o.max_opacity, axes=o.axes),
+        make_splats=None if rgb is None else lambda style: erp_splats(d, rgb, confidence, **asdict(style)),
         sample_points=lambda stride: erp_points(d, rgb, stride=stride), preview_map=d,
         camera_yfov_deg=90.0, axes=axes, what="the run directory")
     stats = {"mesh_vertices": m.num_vertices, "mesh_faces": m.num_faces, "invalid_pixels": int((~valid).sum()),

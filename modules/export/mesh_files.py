@@ -9,6 +9,7 @@ enabled, splats.ply, points.ply and preview_*.png, with the written files read b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from .mesh_io import (
     write_texture,
 )
 from .pointcloud import process_point_cloud, write_point_cloud_ply
-from .splats import Splats, write_splats_ply
+from .splats import Splats, SplatStyle, write_splats_ply
 
 __all__ = ["MESH_FORMATS", "FileOptions", "SplatOptions", "PointCloudOptions", "PreviewOptions", "check_formats",
            "write_mesh_files", "write_mesh_assets"]
@@ -227,7 +228,7 @@ def write_mesh_assets(
     splats: SplatOptions,
     point_cloud: PointCloudOptions,
     previews: PreviewOptions,
-    make_splats: Callable[[SplatOptions], Splats] | None,
+    make_splats: Callable[[SplatStyle], Splats] | None,
     sample_points: Callable[[int], tuple[Tensor, Tensor | None]],
     preview_map: Tensor,
     texture: Tensor | None = None,
@@ -239,7 +240,7 @@ def write_mesh_assets(
     """:func:`write_mesh_files`, then splats.ply, points.ply and previews when enabled.
 
     Args:
-        make_splats: the view's splats for the options (None: no colours, splats cannot be made).
+        make_splats: the view's splats in a style (None: no colours, splats cannot be made).
         sample_points: stride -> (points [N, 3], colours [N, 3] or None) of the view's valid pixels.
         preview_map: [H, W] distance or depth shown above the preview renders.
         axes: frame of the mesh files and points.ply (``export.axes``).
@@ -254,7 +255,7 @@ def write_mesh_assets(
     if so.enabled:
         if make_splats is None:
             raise ValueError(f"splats need colours: no rgb given (and none found for {what})")
-        sp = make_splats(so)
+        sp = make_splats(SplatStyle(**{f.name: getattr(so, f.name) for f in dataclasses.fields(SplatStyle)}))
         written["splats_ply"] = write_splats_ply(out_dir / "splats.ply", sp)
         stats["splats"] = sp.num_splats
     if po.enabled:

@@ -37,6 +37,7 @@ from .atomic import atomic_path
 __all__ = [
     "SH_C0",
     "Splats",
+    "SplatStyle",
     "erp_splats",
     "pinhole_splats",
     "quaternion_to_matrix",
@@ -94,17 +95,35 @@ def _camera_facing_quaternion(lon: Tensor, lat: Tensor) -> Tensor:
     return torch.stack((cy * cx, cy * sx, sy * cx, -sy * sx), dim=-1)
 
 
-def _check_splat_options(stride, footprint_scale, thickness_ratio, min_opacity, max_opacity, axes) -> None:
-    if int(stride) != stride or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride}")
-    if not (0.0 < min_opacity <= max_opacity < 1.0):
-        raise ValueError(f"need 0 < min_opacity <= max_opacity < 1, got {min_opacity}, {max_opacity}")
-    if not (0.0 < thickness_ratio <= 1.0) or not footprint_scale > 0:
-        raise ValueError(
-            f"need 0 < thickness_ratio <= 1 and footprint_scale > 0, got {thickness_ratio}, {footprint_scale}"
-        )
-    if axes not in ("opencv", "gltf"):
-        raise ValueError(f"unknown axes {axes!r}; expected 'opencv' or 'gltf'")
+@dataclass(frozen=True)
+class SplatStyle:
+    """How pixels become splats (keyword options of :func:`erp_splats` and :func:`pinhole_splats`).
+
+    Attributes:
+        stride: keep every ``stride``-th row and column.
+        footprint_scale: standard deviation as a fraction of the (strided) pixel footprint.
+        thickness_ratio: thin-axis scale relative to the smaller in-plane scale (0 < ratio <= 1).
+        min_opacity, max_opacity: opacity at confidence 0 and 1 (0 < min <= max < 1).
+        axes: "opencv" (project frame) or "gltf" ((x, -y, -z): Y up).
+    """
+
+    stride: int = 1
+    footprint_scale: float = 0.5
+    thickness_ratio: float = 0.05
+    min_opacity: float = 0.1
+    max_opacity: float = 0.95
+    axes: str = "opencv"
+
+    def __post_init__(self) -> None:
+        if int(self.stride) != self.stride or self.stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {self.stride}")
+        if not (0.0 < self.min_opacity <= self.max_opacity < 1.0):
+            raise ValueError(f"need 0 < min_opacity <= max_opacity < 1, got {self.min_opacity}, {self.max_opacity}")
+        if not (0.0 < self.thickness_ratio <= 1.0) or not self.footprint_scale > 0:
+            raise ValueError(f"need 0 < thickness_ratio <= 1 and footprint_scale > 0, got {self.thickness_ratio}, "
+                             f"{self.footprint_scale}")
+        if self.axes not in ("opencv", "gltf"):
+            raise ValueError(f"unknown axes {self.axes!r}; expected 'opencv' or 'gltf'")
 
 
 def _check_maps(H: int, W: int, rgb: Tensor, confidence: Tensor | None) -> None:
@@ -115,9 +134,10 @@ def _check_maps(H: int, W: int, rgb: Tensor, confidence: Tensor | None) -> None:
 
 
 def _ray_splats(lon: Tensor, lat: Tensor, d: Tensor, east: Tensor, down: Tensor, colours: Tensor,
-                confidence: Tensor | None, thickness_ratio: float, min_opacity: float, max_opacity: float,
-                axes: str) -> Splats:
+                confidence: Tensor | None, style: SplatStyle) -> Splats:
     """Camera-facing discs at distance ``d`` [N] along the rays (lon, lat) [N] with in-plane scales east, down [N]."""
+    thickness_ratio, min_opacity, max_opacity, axes = (style.thickness_ratio, style.min_opacity, style.max_opacity,
+                                                       style.axes)
     scales = torch.stack((east, down, thickness_ratio * torch.minimum(east, down)), dim=-1)
     if confidence is None:
         opacities = torch.full_like(d, max_opacity)
@@ -135,36 +155,23 @@ def _ray_splats(lon: Tensor, lat: Tensor, d: Tensor, east: Tensor, down: Tensor,
     return Splats(means, normals, colours.to(d.dtype).clamp(0, 1), opacities, scales, quats)
 
 
-def erp_splats(
-    distance: Tensor,
-    rgb: Tensor,
-    confidence: Tensor | None = None,
-    *,
-    stride: int = 1,
-    footprint_scale: float = 0.5,
-    thickness_ratio: float = 0.05,
-    min_opacity: float = 0.1,
-    max_opacity: float = 0.95,
-    axes: str = "opencv",
-) -> Splats:
+def erp_splats(distance: Tensor, rgb: Tensor, confidence: Tensor | None = None, **style) -> Splats:
     """One camera-facing flat Gaussian per (subsampled) valid pixel of an ERP distance map.
 
     Args:
         distance: [H, W] distance along each ray; NaN / inf / <= 0 pixels are dropped.
         rgb: [3, H, W] colours in [0, 1].
         confidence: optional [H, W] in [0, 1] (NaN counts as 0) mapped linearly to opacity.
-        stride: keep every ``stride``-th row and column.
-        footprint_scale: standard deviation as a fraction of the (strided) pixel footprint.
-        thickness_ratio: thin-axis scale relative to the smaller in-plane scale (0 < ratio <= 1).
-        min_opacity, max_opacity: opacity at confidence 0 and 1 (0 < min <= max < 1).
-        axes: "opencv" (project frame) or "gltf" ((x, -y, -z): Y up).
+        style: keyword options of :class:`SplatStyle` (stride, footprint_scale, thickness_ratio, min_opacity,
+            max_opacity, axes).
     Returns:
         :class:`Splats` on ``distance``'s device and dtype.
     """
+    st = SplatStyle(**style)
+    stride, footprint_scale = st.stride, st.footprint_scale
     check_distance_map(distance)
     H, W = distance.shape
     _check_maps(H, W, rgb, confidence)
-    _check_splat_options(stride, footprint_scale, thickness_ratio, min_opacity, max_opacity, axes)
     s = (slice(None, None, stride), slice(None, None, stride))
     lon, lat = (t[s] for t in erp_lonlat_grid(H, W, distance.device, distance.dtype))
     d = distance[s]
@@ -174,37 +181,26 @@ def erp_splats(
     down = d * (math.pi / H) * stride * torch.ones_like(lat) * footprint_scale
     colours = rgb[:, s[0], s[1]].permute(1, 2, 0)[valid]
     conf = None if confidence is None else confidence[s][valid]
-    return _ray_splats(lon, lat, d, east, down, colours, conf, thickness_ratio, min_opacity, max_opacity, axes)
+    return _ray_splats(lon, lat, d, east, down, colours, conf, st)
 
 
-def pinhole_splats(
-    points: Tensor,
-    rgb: Tensor,
-    fx: float,
-    fy: float,
-    confidence: Tensor | None = None,
-    *,
-    stride: int = 1,
-    footprint_scale: float = 0.5,
-    thickness_ratio: float = 0.05,
-    min_opacity: float = 0.1,
-    max_opacity: float = 0.95,
-    axes: str = "opencv",
-) -> Splats:
+def pinhole_splats(points: Tensor, rgb: Tensor, fx: float, fy: float, confidence: Tensor | None = None,
+                   **style) -> Splats:
     """One camera-facing flat Gaussian per (subsampled) pixel of a perspective view (``mode=single_view``).
 
     Args:
         points: [H, W, 3] camera-frame points of the pixels (OpenCV axes); pixels with a non-finite point or
             z <= 0 are dropped.
         rgb: [3, H, W]; fx, fy: focal lengths in pixels; confidence: optional [H, W].
-        the rest: as :func:`erp_splats`; the in-plane scales are the pixel's footprint ``z / fx`` and ``z / fy``
-        (on the fronto-parallel plane at its depth) times ``stride * footprint_scale``.
+        style: as :func:`erp_splats`; the in-plane scales are the pixel's footprint ``z / fx`` and ``z / fy`` (on
+            the fronto-parallel plane at its depth) times ``stride * footprint_scale``.
     """
+    st = SplatStyle(**style)
+    stride, footprint_scale = st.stride, st.footprint_scale
     if points.ndim != 3 or points.shape[-1] != 3:
         raise ValueError(f"points must be [H, W, 3], got {tuple(points.shape)}")
     H, W = points.shape[:2]
     _check_maps(H, W, rgb, confidence)
-    _check_splat_options(stride, footprint_scale, thickness_ratio, min_opacity, max_opacity, axes)
     s = (slice(None, None, stride), slice(None, None, stride))
     p = points[s]
     valid = torch.isfinite(p).all(-1) & (p[..., 2] > 0)
@@ -215,8 +211,7 @@ def pinhole_splats(
     down = z / float(fy) * stride * footprint_scale
     colours = rgb[:, s[0], s[1]].permute(1, 2, 0)[valid]
     conf = None if confidence is None else confidence[s][valid]
-    return _ray_splats(lon, lat, p.norm(dim=-1), east, down, colours, conf, thickness_ratio, min_opacity,
-                       max_opacity, axes)
+    return _ray_splats(lon, lat, p.norm(dim=-1), east, down, colours, conf, st)
 
 
 def splat_ply_properties(sh_degree: int = 3) -> list[str]:

@@ -144,26 +144,12 @@ class DepthAnythingV2Predictor(HFDepthPredictor):
     variants = DEPTH_ANYTHING_V2_VARIANTS
     input_interpolation = "bicubic"
     output_interpolation = "bilinear"
+    config_class_name = "DepthAnythingConfig"
+    model_class_name = "DepthAnythingForDepthEstimation"
     output_align_corners = True
 
     def __init__(self, variant: str = "large", **kwargs: Any) -> None:
         super().__init__(variant, **kwargs)
-
-    @classmethod
-    def _config_class(cls) -> type:
-        from transformers import DepthAnythingConfig
-
-        return DepthAnythingConfig
-
-    @classmethod
-    def _model_class(cls) -> type:
-        from transformers import DepthAnythingForDepthEstimation
-
-        return DepthAnythingForDepthEstimation
-
-    @classmethod
-    def _config_dict(cls, variant: NetworkVariant) -> dict[str, Any]:
-        return {"model_type": "depth_anything", **variant.architecture}
 
     @classmethod
     def _config_architecture(cls, config: Any, kind: str) -> dict[str, object]:

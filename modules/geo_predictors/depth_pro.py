@@ -100,26 +100,12 @@ class DepthProPredictor(HFDepthPredictor):
     variants = DEPTH_PRO_VARIANTS
     input_interpolation = "bilinear"
     output_interpolation = "bilinear"
+    config_class_name = "DepthProConfig"
+    model_class_name = "DepthProForDepthEstimation"
     output_align_corners = False
 
     def __init__(self, variant: str = "default", **kwargs: Any) -> None:
         super().__init__(variant, **kwargs)
-
-    @classmethod
-    def _config_class(cls) -> type:
-        from transformers import DepthProConfig
-
-        return DepthProConfig
-
-    @classmethod
-    def _model_class(cls) -> type:
-        from transformers import DepthProForDepthEstimation
-
-        return DepthProForDepthEstimation
-
-    @classmethod
-    def _config_dict(cls, variant: NetworkVariant) -> dict[str, Any]:
-        return {"model_type": "depth_pro", **variant.architecture}
 
     @classmethod
     def _config_architecture(cls, config: Any, kind: str) -> dict[str, object]:

@@ -214,18 +214,26 @@ class HFDepthPredictor(DepthPredictor):
         self.model = model.to(self._device)
 
     # ------------------------------------------------------------------ family hooks
+    #: transformers class names of the family (config and model), e.g. "DPTConfig", "DPTForDepthEstimation"
+    config_class_name: ClassVar[str] = ""
+    model_class_name: ClassVar[str] = ""
+
     @classmethod
     def _config_class(cls) -> type:
-        raise NotImplementedError
+        import transformers
+
+        return getattr(transformers, cls.config_class_name)
 
     @classmethod
     def _model_class(cls) -> type:
-        raise NotImplementedError
+        import transformers
+
+        return getattr(transformers, cls.model_class_name)
 
     @classmethod
     def _config_dict(cls, variant: NetworkVariant) -> dict[str, Any]:
         """transformers config values of a variant (``backbone_config`` nested, with its ``model_type``)."""
-        raise NotImplementedError
+        return {"model_type": cls.model_type, **variant.architecture}
 
     @classmethod
     def _config_architecture(cls, config: Any, kind: str) -> dict[str, object]:

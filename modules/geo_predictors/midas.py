@@ -149,26 +149,12 @@ class MidasPredictor(HFDepthPredictor):
     variants = MIDAS_VARIANTS
     input_interpolation = "bicubic"
     output_interpolation = "bicubic"
+    config_class_name = "DPTConfig"
+    model_class_name = "DPTForDepthEstimation"
     output_align_corners = False
 
     def __init__(self, variant: str = "beit_large_512", **kwargs: Any) -> None:
         super().__init__(variant, **kwargs)
-
-    @classmethod
-    def _config_class(cls) -> type:
-        from transformers import DPTConfig
-
-        return DPTConfig
-
-    @classmethod
-    def _model_class(cls) -> type:
-        from transformers import DPTForDepthEstimation
-
-        return DPTForDepthEstimation
-
-    @classmethod
-    def _config_dict(cls, variant: NetworkVariant) -> dict[str, Any]:
-        return {"model_type": "dpt", **variant.architecture}
 
     @classmethod
     def _config_architecture(cls, config: Any, kind: str) -> dict[str, object]:

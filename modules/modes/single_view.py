@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -96,9 +97,7 @@ def run(cfg: DictConfig) -> int:
         out, mesh, files=options_from(FileOptions, dense.files), splats=options_from(SplatOptions, dense.splats),
         point_cloud=options_from(PointCloudOptions, dense.point_cloud),
         previews=options_from(PreviewOptions, dense.previews),
-        make_splats=lambda o: pinhole_splats(points, rgb, K.fx, K.fy, confidence, stride=o.stride,
-                                             footprint_scale=o.footprint_scale, thickness_ratio=o.thickness_ratio,
-                                             min_opacity=o.min_opacity, max_opacity=o.max_opacity, axes=o.axes),
+        make_splats=lambda style: pinhole_splats(points, rgb, K.fx, K.fy, confidence, **asdict(style)),
         sample_points=sample_points, preview_map=depth, texture=rgb, texture_uvs=texture_uvs,
         camera_yfov_deg=K.vfov_deg, what=image_path)
     timer.seconds["writing"] = time.perf_counter() - start

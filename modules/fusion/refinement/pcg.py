@@ -151,21 +151,8 @@ def _normal_rhs(system: _System, start: Tensor, gx: Tensor, gy: Tensor, gp: Tens
     return _divergence(fx, fy, fp)
 
 
-def refine_log_distance(
-    L0: Tensor,
-    gx: Tensor,
-    gy: Tensor,
-    wx: Tensor,
-    wy: Tensor,
-    fidelity: Tensor,
-    *,
-    tol: float = 1e-4,
-    max_iterations: int = 200,
-    wp: Tensor | None = None,
-    gp: Tensor | None = None,
-    x0: Tensor | None = None,
-) -> Tensor:
-    """Refined log-distance [H, W]; arguments as :func:`solve_refinement` (which also reports iterations)."""
-    return solve_refinement(
-        L0, gx, gy, wx, wy, fidelity, tol=tol, max_iterations=max_iterations, wp=wp, gp=gp, x0=x0
-    ).log_distance
+def refine_log_distance(L0: Tensor, gx: Tensor, gy: Tensor, wx: Tensor, wy: Tensor, fidelity: Tensor,
+                        **options) -> Tensor:
+    """Refined log-distance [H, W]; arguments and keyword options as :func:`solve_refinement` (which also reports
+    iterations)."""
+    return solve_refinement(L0, gx, gy, wx, wy, fidelity, **options).log_distance

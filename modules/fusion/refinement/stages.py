@@ -21,16 +21,7 @@ log = logging.getLogger(__name__)
 class NoRefinement:
     """Identity refinement: returns the blend unchanged (``refinement=none``)."""
 
-    def refine(
-        self,
-        L0: Tensor,
-        gx: Tensor,
-        gy: Tensor,
-        wx: Tensor,
-        wy: Tensor,
-        fidelity: Tensor,
-        pole_gy: Tensor | None = None,
-    ) -> tuple[Tensor, dict]:
+    def refine(self, L0: Tensor, *maps: Tensor, **options) -> tuple[Tensor, dict]:
         """Same arguments as :meth:`GradientRefinement.refine`; returns (L0, info) without a solve."""
         return L0, {"iterations": 0, "relative_residual": 1.0, "converged": False, "seconds": 0.0}
 
