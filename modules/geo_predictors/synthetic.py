@@ -196,7 +196,7 @@ class SyntheticPredictor(DepthPredictor):
         gt_distance: str | None = None,
         corruption: CorruptionConfig | dict | None = None,
         sample_mode: str = "bilinear",
-        device: str = "cpu",
+        device: str = "auto",
         metric: MetricErrorConfig | dict | None = None,
     ):
 

@@ -93,9 +93,14 @@ class IcosahedronProjection(TangentProjection):
 
 
 class CubemapProjection(TangentProjection):
-    """The six cube faces."""
+    """The six cube faces (its own defaults: the icosahedron's padding 1.7 and rotation steps do not suit a cube;
+    they were inherited before and drifted from configs/projection/cubemap.yaml)."""
 
     name = "cubemap"
+
+    def __init__(self, face_size: int = 512, padding_factor: float = 1.2, rotations: int = 1,
+                 yaw_step_deg: float = 45.0, pitch_step_deg: float = 20.0):
+        super().__init__(face_size, padding_factor, rotations, yaw_step_deg, pitch_step_deg)
 
     def polygons(self) -> tuple[torch.Tensor, torch.Tensor]:
         return cube()

@@ -11,6 +11,12 @@ from torch import Tensor
 from ...errors import UserError
 
 
+#: the solve's stopping rule, one default for :func:`~.pcg.solve_refinement` and :class:`~.stages.GradientRefinement`
+#: (configs/refinement/gradient.yaml sets the same; they had drifted to 1e-4 / 200 in the solver)
+DEFAULT_TOL = 1e-3
+DEFAULT_MAX_ITERATIONS = 100
+
+
 class RefinementConfigError(UserError, ValueError):
     """An impossible refinement setting (fidelity weight, tolerance, iteration count)."""
 

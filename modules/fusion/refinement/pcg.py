@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import RefinementResult, _check_shapes, _check_weights, _raise_nonfinite
+from .checks import DEFAULT_MAX_ITERATIONS, DEFAULT_TOL, RefinementResult, _check_shapes, _check_weights, _raise_nonfinite
 from .operator import _apply, _differences, _divergence, _System
 from .parts import _Deflation, connected_components
 from .preconditioner import _RowMeanPreconditioner
@@ -91,8 +91,8 @@ def solve_refinement(
     wy: Tensor,
     fidelity: Tensor,
     *,
-    tol: float = 1e-4,
-    max_iterations: int = 200,
+    tol: float = DEFAULT_TOL,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
     wp: Tensor | None = None,
     gp: Tensor | None = None,
     x0: Tensor | None = None,

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ...geometry.erp_maps import resize_map
-from .checks import RefinementConfigError
+from .checks import DEFAULT_MAX_ITERATIONS, DEFAULT_TOL, RefinementConfigError
 from .operator import sphere_metric_weights
 from .pcg import _working_dtype, solve_refinement
 
@@ -54,8 +54,8 @@ class GradientRefinement:
     def __init__(
         self,
         fidelity_weight: float = 1.0,
-        tol: float = 1e-3,
-        max_iterations: int = 100,
+        tol: float = DEFAULT_TOL,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
         sphere_metric: bool = True,
         pole_weight: float = 0.0,
         height: int = 512,
