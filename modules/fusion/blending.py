@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..geometry.spherical import erp_pixel_to_direction
-from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces
+from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces, splat_faces
 from ..geometry.cache import ValueCache
 from .faces import AlignedFaces
 
@@ -128,7 +128,7 @@ class Blender:
         q = faces.valid.to(inv.dtype) * faces.confidence.clamp(0, 1)  # how much each face pixel counts
         # premultiplied channels: bilinear sampling then acts as normalised convolution (invalid pixels drop out)
         maps = torch.stack((q, q * inv, q * inv * inv), 1)  # [F, 3, S, S]
-        acc = self._splat(maps, geometry)  # [3, P] weighted sums over the faces seeing each pixel
+        acc = splat_faces(maps, geometry["samples"])  # [3, P] weighted sums over the faces seeing each pixel
         geo, seen_once = self._geometry_sums(geometry)  # [P] border-weight sum, [P] pixels only one face sees
         q_sum = acc[0]
         tiny = torch.finfo(q_sum.dtype).tiny
@@ -208,29 +208,6 @@ class Blender:
             out[f"g{axis}"] = (acc[:, 1] / acc[:, 0].clamp_min(1e-30)).view(height, width)
             out[f"w{axis}"] = (acc[:, 0] / geo.clamp_min(1e-30)).clamp(0, 1).view(height, width)
         return out
-
-    @staticmethod
-    def _splat(maps: Tensor, geometry: dict) -> Tensor:
-        """Sum over faces of border weight x (bilinear sample of ``maps`` [F, C, S, S]) at every ERP pixel -> [C, P].
-
-        One grid_sample over the samples grouped by face (padded to equal length), one index_add into the pixels;
-        padding slots land in a dummy pixel that is dropped.
-        """
-        samples = geometry["samples"]
-        if "padded" not in geometry:
-            grid, slot, _ = samples._grid
-            P = samples.height * samples.width
-            erp = torch.full((grid.shape[0] * grid.shape[2],), P, dtype=torch.long, device=grid.device)
-            erp[slot] = samples.erp_index
-            w = torch.zeros(erp.shape, dtype=samples.weight.dtype, device=grid.device)
-            w[slot] = samples.weight
-            geometry["padded"] = (grid, erp, w.view(grid.shape[0], 1, -1), P)
-        grid, erp, w, P = geometry["padded"]
-        Fn, C = maps.shape[:2]
-        out = F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", padding_mode="border", align_corners=False)
-        out = (out.view(Fn, C, -1) * w).transpose(0, 1).reshape(C, -1)
-        acc = torch.zeros(C, P + 1, dtype=maps.dtype, device=maps.device).index_add_(1, erp, out)
-        return acc[:, :P]
 
     @staticmethod
     def _geometry_sums(geometry: dict) -> tuple[Tensor, Tensor]:

@@ -15,9 +15,8 @@ come from the inputs.
 
 from __future__ import annotations
 
-import hashlib
-
 import functools
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ __all__ = [
     "FaceSamples",
     "erp_face_samples",
     "sample_faces",
+    "splat_faces",
     "faces_to_erp",
     "border_weight",
 ]
@@ -264,6 +264,18 @@ class FaceSamples:
         )
 
     @functools.cached_property
+    def _padded(self) -> tuple[Tensor, Tensor, Tensor, int]:
+        """The grouped layout for :func:`splat_faces`: grid [F, 1, Nmax, 2], the ERP pixel of every slot [F * Nmax]
+        (padding: the dummy pixel H * W), the border weight of every slot [F, 1, Nmax], and H * W."""
+        grid, slot, _ = self._grid
+        P = self.height * self.width
+        erp = torch.full((grid.shape[0] * grid.shape[2],), P, dtype=torch.long, device=grid.device)
+        erp[slot] = self.erp_index
+        w = torch.zeros(erp.shape, dtype=self.weight.dtype, device=grid.device)
+        w[slot] = self.weight
+        return grid, erp, w.view(grid.shape[0], 1, -1), P
+
+    @functools.cached_property
     def _grid(self) -> tuple[Tensor, Tensor, Tensor]:
         """Samples grouped by face for one batched grid_sample: grid [F, 1, Nmax, 2], slot [N] (position of each
         sample in the flattened [F, Nmax] layout)."""
@@ -344,23 +356,38 @@ def sample_faces(face_maps: Tensor, samples: FaceSamples) -> Tensor:
     return out.view(Fn, C, -1).permute(0, 2, 1).reshape(-1, C)[slot]
 
 
-def faces_to_erp(face_maps: Tensor, samples: FaceSamples, extra_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def splat_faces(face_maps: Tensor, samples: FaceSamples) -> Tensor:
+    """The one splatting of face images into the ERP grid: per ERP pixel, the sum over the faces that see it of
+    border weight x bilinear sample of ``face_maps``.
+
+    One grid_sample over the samples grouped by face (padded to equal length), one index_add into the pixels;
+    padding slots land in a dummy pixel that is dropped (the padded layout is cached on ``samples``).
+
+    Args:
+        face_maps: [F, C, S, S].
+    Returns:
+        [C, H * W] weighted sums.
+    """
+    grid, erp, w, P = samples._padded
+    Fn, C = face_maps.shape[:2]
+    out = F.grid_sample(face_maps, grid.to(face_maps.dtype), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    out = (out.view(Fn, C, -1) * w).transpose(0, 1).reshape(C, -1)
+    acc = torch.zeros(C, P + 1, dtype=face_maps.dtype, device=face_maps.device).index_add_(1, erp, out)
+    return acc[:, :P]
+
+
+def faces_to_erp(face_maps: Tensor, samples: FaceSamples) -> tuple[Tensor, Tensor]:
     """Blend face images into the ERP grid: each pixel is the weighted mean over every face that sees it.
 
     Args:
         face_maps: [F, C, S, S].
         samples: from :func:`erp_face_samples`.
-        extra_weight: optional [N] factor on the blending weights (0 drops a sample).
     Returns:
         erp: [C, H, W] (0 where no weight), weight_sum: [H, W].
     """
-    values = sample_faces(face_maps, samples)  # [N, C]
-    w = samples.weight if extra_weight is None else samples.weight * extra_weight
-    P = samples.height * samples.width
-    num = torch.zeros(P, values.shape[1], device=values.device, dtype=values.dtype)
-    num.index_add_(0, samples.erp_index, values * w[:, None])
-    den = torch.zeros(P, device=values.device, dtype=values.dtype)
-    den.index_add_(0, samples.erp_index, w)
-    erp = num / den.clamp_min(torch.finfo(den.dtype).tiny)[:, None]
-    erp = torch.where(den[:, None] > 0, erp, torch.zeros_like(erp))
-    return erp.T.reshape(-1, samples.height, samples.width), den.view(samples.height, samples.width)
+    num = splat_faces(face_maps, samples)  # [C, P]
+    den = torch.zeros(samples.height * samples.width, device=num.device, dtype=num.dtype)
+    den.index_add_(0, samples.erp_index, samples.weight.to(num.dtype))
+    erp = torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
+    return erp.reshape(-1, samples.height, samples.width), den.view(samples.height, samples.width)
