@@ -15,7 +15,7 @@ MODULES = ROOT / "modules"
 
 #: lowest first; names are the first component below ``modules`` (a package or a top-level file)
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "errors", "config", "device"),  # base: user errors, config helpers, the device policy
+    ("__init__", "errors", "config", "device", "robust"),  # base: errors, config helpers, device policy, robust stats
     ("geometry",),
     ("dataset",),
     ("geo_predictors",),

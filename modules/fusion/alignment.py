@@ -27,6 +27,7 @@ from torch import Tensor
 from ..geometry.spherical import erp_pixel_solid_angle
 from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces
 from ..geometry.cache import ValueCache
+from ..robust import MAD_TO_SIGMA, robust_weights
 from .faces import AlignedFaces, FacePredictions
 
 __all__ = ["Alignment", "GlobalAffineAlignment", "PerFaceMedianAlignment", "overlap_pairs"]
@@ -120,9 +121,8 @@ def huber_weights(est_a: Tensor, est_b: Tensor, use: Tensor, huber_k: float) -> 
     m = 0.5 * (est_a.abs() + est_b.abs())
     use = use & (m > 0)
     rel = torch.where(use, (est_a - est_b) / m.clamp_min(1e-30), torch.zeros_like(m))
-    sigma = 1.4826 * rel[use].abs().median().clamp_min(1e-12) if bool(use.any()) else rel.new_tensor(1.0)
-    t = huber_k * sigma
-    robust = torch.where(rel.abs() <= t, torch.ones_like(rel), t / rel.abs().clamp_min(1e-30))
+    sigma = MAD_TO_SIGMA * rel[use].abs().median().clamp_min(1e-12) if bool(use.any()) else rel.new_tensor(1.0)
+    robust = robust_weights(rel.abs(), huber_k * sigma, "huber")
     return torch.where(use, robust, torch.zeros_like(robust)), m, sigma
 
 

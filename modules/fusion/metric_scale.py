@@ -31,10 +31,10 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..geometry.tangent import TangentCameras, erp_to_faces, face_cos_to_axis
+from ..robust import MAD_TO_SIGMA
 
 __all__ = ["MetricScaleError", "metric_view_cameras", "network_scale"]
 
-_MAD_TO_SIGMA = 1.4826
 
 
 class MetricScaleError(UserError, ValueError):
@@ -122,7 +122,7 @@ def network_scale(
         )
     chosen = per_view[used]
     log_factor = chosen.median()
-    spread = _MAD_TO_SIGMA * (chosen - log_factor).abs().median()
+    spread = MAD_TO_SIGMA * (chosen - log_factor).abs().median()
     factor = float(log_factor.exp())
     info = {
         "units": "metres",

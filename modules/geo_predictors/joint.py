@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..geometry.tangent import TangentCameras
+from ..robust import MAD_TO_SIGMA, ROBUST_LOSSES, robust_weights
 from .base import DepthPredictor
 from .errors import PredictorConfigError, WeightsNotFoundError
 
@@ -40,7 +41,6 @@ __all__ = [
     "ROBUST_LOSSES", "JointPredictor", "agreement", "instantiate_predictor", "robust_scale_shift", "weighted_scale_shift",
 ]
 
-_MAD_TO_SIGMA = 1.4826  # sigma of a Gaussian = 1.4826 * its median absolute deviation
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -77,14 +77,6 @@ def _masked_median(values: Tensor, valid: Tensor) -> Tensor:
     return torch.where(valid, values, torch.full_like(values, float("nan"))).nanmedian(dim=1).values
 
 
-ROBUST_LOSSES = ("huber", "tukey")
-
-
-def _irls_weights(u: Tensor, loss: str) -> Tensor:
-    """IRLS weight of residuals ``u`` measured in units of the loss threshold."""
-    if loss == "huber":
-        return torch.where(u > 1, 1.0 / u.clamp_min(1.0), torch.ones_like(u))
-    return torch.where(u < 1, (1 - u * u) ** 2, torch.zeros_like(u))  # Tukey's biweight
 
 
 def robust_scale_shift(
@@ -128,9 +120,9 @@ def robust_scale_shift(
     scale, shift = weighted_scale_shift(x, y, weight, min_scale)
     for _ in range(iterations):
         residual = (scale[:, None] * x + shift[:, None] - y).abs()
-        sigma = _MAD_TO_SIGMA * _masked_median(residual, ok)
+        sigma = MAD_TO_SIGMA * _masked_median(residual, ok)
         limit = (threshold * sigma).nan_to_num(0.0)[:, None]
-        new = ok.to(x.dtype) * _irls_weights(residual / limit.clamp_min(torch.finfo(x.dtype).tiny), loss)
+        new = ok.to(x.dtype) * robust_weights(residual, limit, loss)
         # keep the previous weights where the fit is already exact (sigma = 0) or nothing would be left
         keep = (limit <= 0) | (new.sum(dim=1, keepdim=True) <= 0)
         weight = torch.where(keep, weight, new)
