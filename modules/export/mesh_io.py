@@ -1,5 +1,9 @@
 """Mesh files: PLY, OBJ (+MTL), GLB and binary FBX, textured with the panorama; read-backs.
 
+Size (over the ~450-line guide): one short writer per format plus the shared axes, UV and texture helpers they all
+use; splitting them would spread one file format's conventions over several modules (the FBX encoder itself is in
+fbx.py).
+
 Axes (``axes``, one option for every 3D file). Meshes live in the project's OpenCV frame (x right, y down,
 z forward, camera at the origin) and are written in one of:
 

@@ -1,5 +1,8 @@
 """Shared machinery of the transformers-based depth predictors (MiDaS v3.1, Depth Anything V2, Depth Pro).
 
+Size (over the ~450-line guide): the one loading path every family shares (config from the variant table, weights
+resolution, state-dict conversion, precision, batching); the families themselves are short subclasses.
+
 One model is built once per predictor (in ``__init__``), put on its device and kept there. ``predict`` takes all
 faces at once ([B, 3, h, w] float RGB in [0, 1], any device), runs them through the network in chunks of
 ``batch_size`` under ``torch.inference_mode`` (and autocast for fp16/bf16), and returns disparity [B, h, w] float32
