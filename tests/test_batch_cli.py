@@ -95,7 +95,7 @@ def test_sigterm_during_a_ray_run_exits_143_and_the_summary_matches_the_disk(tmp
     (tmp_path / "flags").mkdir()
     proc = runner(f"dataset.image_path={tour}", f"hydra.run.dir={out}", "runtime=ray", "runtime.local_num_cpus=2",
                   "runtime.num_threads=1", "predictor._target_=test_ray_batch.FaultyPredictor",
-                  f"+predictor.flag_dir={tmp_path / 'flags'}", "+predictor.sleep=1.0", env=env)
+                  f"+predictor.flag_dir={tmp_path / 'flags'}", "+predictor.sleep=0.5", env=env)
     deadline = time.monotonic() + 150
     while not any(complete(d) for d in out.glob("*-rgb")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -192,6 +193,22 @@ def _fits(resources: dict, cpus: float, gpus: float) -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _wait_for_exit(worker: str, timeout: float = 10.0) -> None:
+    """Wait (bounded) until the process ``worker`` (``host:pid``) has exited, when it runs on this machine."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.05)
 
 
 def _staging_parent(task: PanoramaTask) -> str:
@@ -361,15 +378,18 @@ class _Pool:
         task, elapsed = slot.task, time.monotonic() - slot.started
         self.timeouts += 1
         slot.timeouts += 1
-        self.zombies[slot.ref] = (task, slot.info.get("tag"))
+        self.zombies[slot.ref] = (task, slot.info.get("tag"), slot.info.get("worker"))
         self._release(slot)
         with contextlib.suppress(Exception):
             self.ray.kill(slot.actor, no_restart=False)  # Ray restarts it (within max_worker_restarts)
         self._ping(slot)
         return self._retry_or_fail(task, f"timed out after {elapsed:.0f} s (runtime.task_timeout_s)", pending)
 
-    def _clean(self, task: PanoramaTask, tag: str | None) -> None:
-        """Delete what a dead attempt was writing (only its own staging folder: another try may be writing)."""
+    def _clean(self, task: PanoramaTask, tag: str | None, worker: str | None = None) -> None:
+        """Delete what a dead attempt was writing (only its own staging folder: another try may be writing). Ray
+        reports a killed actor dead before its process has exited: on this machine, wait for the process first."""
+        if worker:
+            _wait_for_exit(worker)
         if tag:
             remove_staging_of(_staging_parent(task), task.name, tag=tag)
 
@@ -424,11 +444,11 @@ class _Pool:
         for ref in done:
             slot = refs[ref]
             if slot is None:
-                task, tag = self.zombies.pop(ref)
+                task, tag, worker = self.zombies.pop(ref)
                 with contextlib.suppress(Exception):
                     self.ray.get(ref)
                     continue  # it finished after all: its outputs are committed, nothing to clean
-                self._clean(task, tag)
+                self._clean(task, tag, worker)
             elif slot.state == "starting":
                 self._on_ready(slot)
             else:
@@ -507,7 +527,7 @@ class _Pool:
 
     def stop(self) -> None:
         """Kill every actor; delete what in-flight calls were writing (after an interrupt or at the end)."""
-        inflight = {s.ref: (s.task, s.info.get("tag")) for s in self.slots if s.state == "busy"}
+        inflight = {s.ref: (s.task, s.info.get("tag"), s.info.get("worker")) for s in self.slots if s.state == "busy"}
         inflight.update(self.zombies)
         for slot in self.slots:
             with contextlib.suppress(Exception):
@@ -515,8 +535,8 @@ class _Pool:
         if inflight:
             with contextlib.suppress(Exception):
                 self.ray.wait(list(inflight), num_returns=len(inflight), timeout=10)
-            for task, tag in inflight.values():
-                self._clean(task, tag)
+            for task, tag, worker in inflight.values():
+                self._clean(task, tag, worker)
         self.zombies.clear()
 
 
