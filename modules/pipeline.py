@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -34,18 +35,27 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "PanoramaPipeline", "EquirectPipeline", "MetricViews", "PipelineResult", "StageTimer", "SCALE_METHODS",
-    "apply_scale", "invert_disparity", "predict_metric_views",
+    "apply_scale", "invert_disparity", "predict_metric_views", "PROGRESS",
 ]
 
 #: scale.method values (see :func:`apply_scale`)
 SCALE_METHODS = ("auto", "network", "camera_height", "factor", "relative")
 
+#: optional ``callable(stage: str, fraction: float)`` told as each stage of a pipeline run ends (fraction of the
+#: run's stages done); set by :func:`modules.api.run`, None for the command line
+PROGRESS: ContextVar = ContextVar("pipeline_progress", default=None)
+
 
 class StageTimer:
-    """Wall-clock seconds per named stage (synchronising the GPU so that times are real)."""
+    """Wall-clock seconds per named stage (synchronising the GPU so that times are real).
 
-    def __init__(self) -> None:
+    ``stages``: the run's stage names in order; the end of each is reported to :data:`PROGRESS` when one is set.
+    """
+
+    def __init__(self, stages: tuple[str, ...] = ()) -> None:
         self.seconds: dict[str, float] = {}
+        self.stages = tuple(stages)
+        self.progress = PROGRESS.get()
 
     @contextmanager
     def __call__(self, name: str, device: torch.device | None = None) -> Iterator[None]:
@@ -60,6 +70,8 @@ class StageTimer:
         finally:
             sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            if self.progress is not None and name in self.stages:
+                self.progress(name, (self.stages.index(name) + 1) / len(self.stages))
 
 
 @dataclass
@@ -280,7 +292,8 @@ class PanoramaPipeline:
         if rgb.dim() != 3 or rgb.shape[0] != 3 or rgb.shape[2] != 2 * rgb.shape[1]:
             raise ValueError(f"expected an ERP image [3, H, 2H], got {tuple(rgb.shape)}")
         H, W = rgb.shape[1:]
-        timer = StageTimer()
+        refine = ("refinement",) if self.refinement is not None else ()
+        timer = StageTimer(("projection", "network", "alignment", "blending", *refine, "scale"))
         dev = self.device
         with timer("projection", dev):
             cams = self.cameras()
@@ -360,7 +373,7 @@ class EquirectPipeline:
         if rgb.dim() != 3 or rgb.shape[0] != 3 or rgb.shape[2] != 2 * rgb.shape[1]:
             raise ValueError(f"expected an ERP image [3, H, 2H], got {tuple(rgb.shape)}")
         H, W = rgb.shape[1:]
-        timer = StageTimer()
+        timer = StageTimer(("projection", "network", "blending", "scale"))
         dev = self.device
         pad = int(round(self.pad_fraction * W))
         with timer("projection", dev):

@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import to_container
 from ..export.depth_files import write_distance_png, write_json, write_npy, write_preview
 from ..export.pointcloud import erp_points, write_point_cloud_ply
-from ..geo_predictors.joint import instantiate_predictor
 from ..pipeline import PanoramaPipeline, PipelineResult
+from ..predictor_cache import predictor_from_config
 
 __all__ = ["build_pipeline", "write_panorama_outputs", "configure_runtime"]
 
@@ -34,7 +34,7 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
     loaded model across panoramas."""
     return PanoramaPipeline(
         projection=instantiate(cfg.projection),
-        predictor=predictor if predictor is not None else instantiate_predictor(cfg.predictor, cfg.scale.method),
+        predictor=predictor if predictor is not None else predictor_from_config(cfg.predictor, cfg.scale.method),
         alignment=instantiate(cfg.alignment),
         blender=instantiate(cfg.fusion.blender),
         refinement=instantiate(cfg.refinement),

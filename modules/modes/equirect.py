@@ -9,14 +9,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..dataset.io import load_panorama
-from ..geo_predictors.joint import instantiate_predictor
 from ..pipeline import EquirectPipeline
+from ..predictor_cache import predictor_from_config
 from .common import configure_runtime, write_panorama_outputs
 
 
 def build_equirect(cfg: DictConfig, predictor=None) -> EquirectPipeline:
     return EquirectPipeline(
-        predictor if predictor is not None else instantiate_predictor(cfg.predictor, cfg.scale.method),
+        predictor if predictor is not None else predictor_from_config(cfg.predictor, cfg.scale.method),
         pad_fraction=cfg.mode.pad_fraction,
         device=cfg.runtime.device,
         scale=OmegaConf.to_container(cfg.scale, resolve=True),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_container
@@ -19,6 +18,7 @@ from ..evaluation.dataset import list_eval_pairs
 from ..evaluation.evaluate import evaluate_pairs
 from ..evaluation.readers import get_reader
 from ..evaluation.report import summarize_metrics, write_per_image_csv, write_summary_json
+from ..predictor_cache import predictor_from_config
 from .common import build_pipeline, configure_runtime
 from .equirect import build_equirect
 
@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> int:
         raise UserError("mode=eval needs mode.dataset=<folder or list file>")
     naming = OmegaConf.to_container(e.naming, resolve=True)
     pairs = list_eval_pairs(e.dataset, **naming)
-    predictor = instantiate(cfg.predictor)  # loaded once for the whole dataset
+    predictor = predictor_from_config(cfg.predictor, cfg.scale.method)  # loaded once for the whole dataset
     if e.method == "tangent":
         pipeline = build_pipeline(cfg, predictor)
     elif e.method == "equirect":

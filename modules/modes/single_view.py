@@ -24,6 +24,7 @@ from ..export.mesh_io import write_mesh_fbx, write_mesh_glb, write_mesh_obj, wri
 from ..export.pointcloud import write_point_cloud_ply
 from ..geometry.pinhole import PinholeIntrinsics, depth_to_points, intrinsics_from_exif, intrinsics_from_fov, intrinsics_from_params
 from ..pipeline import StageTimer, invert_disparity
+from ..predictor_cache import predictor_from_config
 from .common import configure_runtime
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def run(cfg: DictConfig) -> int:
     H, W = rgb.shape[1:]
     K = camera_intrinsics(cfg.mode.camera, image_path, W, H)
     timer = StageTimer()
-    predictor = instantiate(cfg.predictor)
+    predictor = predictor_from_config(cfg.predictor, cfg.scale.method)
     with timer("network"):
         depth, confidence = predict_depth(predictor, rgb, image_path, cfg.fusion.blender.fill_iterations,
                                           instantiate(cfg.preprocess, _convert_="all"))
