@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from .cli import check_config, mode_function, user_error_in
 from .config import CONFIG_DIR, register_resolvers, to_container
 from .errors import UserError
-from .extras import check_config
 from .predictor_cache import PredictorCache, reuse_predictors
 
 __all__ = ["Result", "RunResult", "estimate_depth", "run", "compose", "override_strings", "to_panorama", "PREDICTORS"]
@@ -269,7 +269,6 @@ def run(
     Returns:
         :class:`RunResult` (exit code as the command line's, ``error`` for a user error instead of raising it).
     """
-    from .cli import mode_function
     from .pipeline import PROGRESS
 
     if output_dir is None:
@@ -290,8 +289,6 @@ def run(
         finally:
             PROGRESS.reset(token)
     except Exception as exc:
-        from .cli import user_error_in
-
         cause = user_error_in(exc)
         if cause is None:
             raise

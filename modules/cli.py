@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 
 from .config import CONFIG_DIR, register_resolvers
 from .errors import UserError
-from .extras import check_config
+from .extras import MissingExtraError, available, missing_message
 
-__all__ = ["MODES", "main", "mode_function", "run_mode", "user_error_in"]
+__all__ = ["MODES", "main", "mode_function", "run_mode", "user_error_in", "missing_extras", "check_config"]
 
 #: mode name -> "module:function" (imported on use so that one mode's heavy imports do not slow the others)
 MODES: dict[str, str] = {
@@ -51,6 +51,55 @@ def mode_function(name: str) -> Callable[[DictConfig], int]:
         raise UserError(f"unknown mode {name!r}; known modes: {', '.join(sorted(MODES))}")
     module, func = MODES[name].split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def _assimp_found(executable) -> bool:
+    from .export.mesh_io import AssimpError, find_assimp
+
+    try:
+        find_assimp(executable)
+        return True
+    except AssimpError:
+        return False
+
+
+def missing_extras(cfg: DictConfig) -> list[str]:
+    """One line per optional package the composed config ``cfg`` needs and cannot import (naming its extra)."""
+    needs: list[tuple[str, str]] = []
+    mode = cfg.mode.name
+    dense = cfg.export.get("dense") if "export" in cfg else None
+    if mode in ("render_dense", "single_view") and dense is not None:
+        formats = set(dense.files.formats or [])
+        if "glb" in formats:
+            needs.append(("pygltflib", f"mode={mode} with export.dense.files.formats containing glb"))
+        if "obj" in formats and "obj" in set(dense.files.get("verify") or []) and not _assimp_found(
+                dense.files.get("assimp_executable")):
+            needs.append(("cmeel_assimp", f"mode={mode} with export.dense.files.verify containing obj"))
+        if dense.mesh.get("decimate_faces") is not None or dense.mesh.get("poisson"):
+            needs.append(("open3d", f"mode={mode} with export.dense.mesh.decimate_faces or poisson"))
+        if dense.point_cloud.get("enabled"):
+            needs.append(("open3d", f"mode={mode} with export.dense.point_cloud.enabled"))
+        if dense.previews.get("enabled"):
+            needs.append(("pyvista", f"mode={mode} with export.dense.previews.enabled"))
+    runtime = cfg.get("runtime")
+    if runtime is not None and runtime.get("kind") == "ray":
+        needs.append(("ray", "runtime=ray"))
+    if mode == "eval" and cfg.mode.get("gt_format") == "exr":
+        needs.append(("OpenEXR", "mode=eval with mode.gt_format=exr"))
+    seen, out = set(), []
+    for module, feature in needs:
+        if module in seen or (available(module) if module != "cmeel_assimp" else False):
+            continue
+        seen.add(module)
+        out.append(missing_message(feature, module))
+    return out
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise :class:`MissingExtraError` listing every missing extra the config needs, before a run starts."""
+    missing = missing_extras(cfg)
+    if missing:
+        raise MissingExtraError("; ".join(missing))
 
 
 def run_mode(cfg: DictConfig) -> int:

@@ -16,16 +16,18 @@ MODULES = ROOT / "modules"
 
 #: lowest first; names are the first component below ``modules`` (a package or a top-level file)
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "errors", "config", "device"),  # base: user errors, config helpers, the device policy
+    ("__init__", "errors", "config", "device", "extras"),  # base: user errors, config helpers, the device policy,
+    # optional packages (require(): a missing extra is a UserError naming it)
     ("geometry",),
     ("dataset",),
     ("geo_predictors",),
     ("fusion",),
-    ("pipeline",),
+    ("pipeline", "predictor_cache"),
     ("export",),
     ("evaluation",),
-    ("runtime", "api"),
+    ("runtime",),
     ("modes",),
+    ("cli", "api"),  # the entry points: the command line and the Python API (run(mode=...) runs a mode)
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

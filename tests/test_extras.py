@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from modules.errors import UserError
-from modules.extras import EXTRAS, MissingExtraError, check_config, missing_extras, require
+from modules.cli import check_config, missing_extras
+from modules.extras import EXTRAS, MissingExtraError, require
 from test_runner import run_cli
 
 
@@ -35,7 +36,8 @@ def test_require_names_the_extra(without):
 
 @pytest.mark.parametrize("overrides, hidden, extra", [
     (["mode=render_dense"], ("pygltflib",), "mesh"),
-    (["mode=render_dense", "export.dense.files.formats=[ply,fbx]"], ("cmeel_assimp",), "mesh"),
+    (["mode=render_dense", "export.dense.files.formats=[ply,obj]", "export.dense.files.verify=[obj]"],
+     ("cmeel_assimp",), "mesh"),
     (["mode=render_dense", "export.dense.files.formats=[ply]", "export.dense.mesh.decimate_faces=100"], ("open3d",),
      "mesh"),
     (["mode=render_dense", "export.dense.files.formats=[ply]", "export.dense.previews.enabled=true"], ("pyvista",),
@@ -55,8 +57,8 @@ def test_core_modes_need_no_extra(compose_cfg, without):
     without(*EXTRAS)
     for mode in ("predict", "equirect", "voxel"):
         assert missing_extras(compose_cfg([f"mode={mode}", "paths.output_dir=/tmp/unused"])) == []
-    # meshes as PLY only need nothing optional either
-    cfg = compose_cfg(["mode=render_dense", "export.dense.files.formats=[ply,obj]", "paths.output_dir=/tmp/unused"])
+    # meshes as PLY, OBJ and FBX (own writers) need nothing optional either
+    cfg = compose_cfg(["mode=render_dense", "export.dense.files.formats=[ply,obj,fbx]", "paths.output_dir=/tmp/unused"])
     assert missing_extras(cfg) == []
 
 
