@@ -1,4 +1,10 @@
-"""Config helpers shared by the runner, the modes and the tests."""
+"""Config helpers shared by the runner, the API, the modes and the tests.
+
+Two layouts: a source checkout (``configs/`` and ``core_exp_runner.py`` beside ``modules/``) and an installed wheel
+(the configs inside the package as ``modules/configs``). :data:`CONFIG_DIR` is the one in use. ``${project_root:}``
+(``paths.root_dir``: where ``pre_checkpoints/`` and ``example_data/`` are looked up) is the checkout's root, or the
+working directory for an installed package.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,27 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["PROJECT_ROOT", "register_resolvers", "to_container", "options_from"]
+__all__ = ["PROJECT_ROOT", "CONFIG_DIR", "IS_CHECKOUT", "register_resolvers", "project_root", "to_container", "options_from"]
 
 T = TypeVar("T")
 
-#: the repository root (the folder holding core_exp_runner.py and configs/)
+#: the repository root (the folder holding core_exp_runner.py and configs/); in an installed package the folder
+#: holding ``modules/`` (site-packages), which has no configs/ of its own
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: running from a source checkout (or an editable install of one)
+IS_CHECKOUT = (PROJECT_ROOT / "configs" / "config.yaml").is_file()
+#: the config folder Hydra composes from
+CONFIG_DIR = PROJECT_ROOT / "configs" if IS_CHECKOUT else Path(__file__).resolve().parent / "configs"
+
+
+def project_root() -> Path:
+    """The checkout's root, or the working directory for an installed package."""
+    return PROJECT_ROOT if IS_CHECKOUT else Path.cwd()
 
 
 def register_resolvers() -> None:
-    """``${project_root:}`` -> absolute path of the repository, so paths work from any working directory."""
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    """``${project_root:}`` -> :func:`project_root` as an absolute path, so paths work from any working directory."""
+    OmegaConf.register_new_resolver("project_root", lambda: str(project_root().absolute()), replace=True)
 
 
 def to_container(cfg: DictConfig) -> Any:

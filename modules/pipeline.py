@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -31,22 +32,31 @@ from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
 from .fusion.scale import MetricViews, Scale
 from .geo_predictors.base import DepthPredictor
-from .geo_predictors.joint import instantiate_predictor
 from .geometry.cache import ValueCache
 from .geometry.projections import IcosahedronProjection, TangentProjection
 from .geometry.tangent import erp_to_faces
+from .predictor_cache import predictor_from_config
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PanoramaPipeline", "EquirectPipeline", "PipelineResult", "StageTimer", "build_pipeline", "build_equirect",
-           "invert_disparity", "predict_metric_views"]
+           "invert_disparity", "predict_metric_views", "PROGRESS"]
+
+#: optional ``callable(stage: str, fraction: float)`` told as each stage of a pipeline run ends (fraction of the
+#: run's stages done); set by :func:`modules.api.run`, None for the command line
+PROGRESS: ContextVar = ContextVar("pipeline_progress", default=None)
 
 
 class StageTimer:
-    """Wall-clock seconds per named stage (synchronising the GPU so that times are real)."""
+    """Wall-clock seconds per named stage (synchronising the GPU so that times are real).
 
-    def __init__(self) -> None:
+    ``stages``: the run's stage names in order; the end of each is reported to :data:`PROGRESS` when one is set.
+    """
+
+    def __init__(self, stages: tuple[str, ...] = ()) -> None:
         self.seconds: dict[str, float] = {}
+        self.stages = tuple(stages)
+        self.progress = PROGRESS.get()
 
     @contextmanager
     def __call__(self, name: str, device: torch.device | None = None) -> Iterator[None]:
@@ -61,6 +71,8 @@ class StageTimer:
         finally:
             sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            if self.progress is not None and name in self.stages:
+                self.progress(name, (self.stages.index(name) + 1) / len(self.stages))
 
 
 @dataclass
@@ -197,7 +209,7 @@ class PanoramaPipeline:
         if rgb.dim() != 3 or rgb.shape[0] != 3 or rgb.shape[2] != 2 * rgb.shape[1]:
             raise ValueError(f"expected an ERP image [3, H, 2H], got {tuple(rgb.shape)}")
         H, W = rgb.shape[1:]
-        timer = StageTimer()
+        timer = StageTimer(("projection", "network", "alignment", "blending", "refinement", "scale"))
         dev = self.device
         with timer("projection", dev):
             cams = self.cameras()
@@ -263,7 +275,7 @@ class EquirectPipeline:
         if rgb.dim() != 3 or rgb.shape[0] != 3 or rgb.shape[2] != 2 * rgb.shape[1]:
             raise ValueError(f"expected an ERP image [3, H, 2H], got {tuple(rgb.shape)}")
         H, W = rgb.shape[1:]
-        timer = StageTimer()
+        timer = StageTimer(("projection", "network", "blending", "scale"))
         dev = self.device
         pad = int(round(self.pad_fraction * W))
         with timer("projection", dev):
@@ -294,7 +306,7 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
     """
     return PanoramaPipeline(
         projection=instantiate(cfg.projection),
-        predictor=predictor if predictor is not None else instantiate_predictor(cfg.predictor, cfg.scale.method),
+        predictor=predictor if predictor is not None else predictor_from_config(cfg.predictor, cfg.scale.method),
         alignment=instantiate(cfg.alignment),
         blender=instantiate(cfg.fusion.blender),
         refinement=instantiate(cfg.refinement),
@@ -308,7 +320,7 @@ def build_equirect(cfg: DictConfig, predictor=None, *, pad_fraction: float, fill
     """The one-pass baseline built from config (mode=equirect passes its ``mode.pad_fraction`` and
     ``mode.fill_iterations``; mode=eval the options of its ``mode.pipeline``); the predictor may be passed in."""
     return EquirectPipeline(
-        predictor if predictor is not None else instantiate_predictor(cfg.predictor, cfg.scale.method),
+        predictor if predictor is not None else predictor_from_config(cfg.predictor, cfg.scale.method),
         pad_fraction=pad_fraction,
         device=cfg.runtime.device,
         scale=instantiate(cfg.scale, _convert_="all"),

@@ -15,18 +15,21 @@ MODULES = ROOT / "modules"
 
 #: lowest first; names are the first component below ``modules`` (a package or a top-level file)
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "errors", "config", "device", "robust"),  # base: errors, config helpers, device policy, robust stats
+    ("__init__", "errors", "config", "device", "robust", "extras"),  # base: user errors, config helpers, the device
+    # policy, robust statistics, optional packages (require(): a missing extra is a UserError naming it)
     ("geometry",),
     ("dataset",),
     ("geo_predictors",),
     ("fusion",),
-    ("pipeline",),
+    ("pipeline", "predictor_cache"),
     ("export",),
     ("evaluation",),
-    ("runtime", "api"),
+    ("runtime",),
     ("modes",),
+    ("cli", "api"),  # the entry points: the command line and the Python API (run(mode=...) runs a mode)
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
 
 def module_name(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")

@@ -84,9 +84,9 @@ def test_good_panoramas_finish_and_broken_ones_are_reported(first_run, capsys):
 def test_resume_does_no_work_and_a_changed_key_redoes_it(tour, first_run, tmp_path, monkeypatch):
     out, _, _ = first_run
     processed = []
-    original = worker_module.PanoramaWorker.process
-    monkeypatch.setattr(worker_module.PanoramaWorker, "process",
-                        lambda self, task: processed.append(task.name) or original(self, task))
+    original = worker_module.PanoramaWorker.read
+    monkeypatch.setattr(worker_module.PanoramaWorker, "read",
+                        lambda self, task, data=None: processed.append(task.name) or original(self, task, data))
     before = (out / "scene0-rgb" / "meta.json").stat().st_mtime_ns
     # not result-affecting: threads, progress bar, where the summary goes
     code, summary = run_batch(tour, tmp_path / "run2", f"batch.output_dir={out}", "batch.skip_existing=true",
@@ -179,8 +179,8 @@ def test_fail_fast_stops_after_the_first_failure(tmp_path):
     assert statuses(summary) == {"corrupt": "failed", "empty": "not run", "wide": "not run", "rgb": "not run"}
 
 
-@pytest.mark.parametrize("how, expected_code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_interrupt_discards_the_panorama_being_written(tmp_path, monkeypatch, how, expected_code):
+@pytest.mark.parametrize("how, prefetch, expected_code", [("SIGINT", 0, 130), ("SIGTERM", 0, 143), ("SIGTERM", 1, 143)])
+def test_interrupt_leaves_only_committed_panoramas_and_lists_them(tmp_path, monkeypatch, how, prefetch, expected_code):
     tour = make_folder(tmp_path / "in", good=3, broken=False)
     original = worker_module.write_panorama_outputs
 
@@ -195,11 +195,16 @@ def test_interrupt_discards_the_panorama_being_written(tmp_path, monkeypatch, ho
     monkeypatch.setattr(worker_module, "write_panorama_outputs", interrupted)
     out = tmp_path / "out"
     handler_before = signal.getsignal(signal.SIGTERM)
-    code, summary = run_batch(tour, out)
+    code, summary = run_batch(tour, out, f"runtime.prefetch={prefetch}")
     assert signal.getsignal(signal.SIGTERM) is handler_before
     assert code == expected_code and summary["interrupted"] == how
-    assert statuses(summary) == {"scene0-rgb": "ok", "scene1-rgb": "not run", "scene2-rgb": "not run"}
-    assert visible_dirs(out) == ["scene0-rgb"] and hidden_entries(out) == []
+    if prefetch == 0:  # the signal lands in the thread that writes: scene1's staging folder is discarded
+        assert statuses(summary) == {"scene0-rgb": "ok", "scene1-rgb": "not run", "scene2-rgb": "not run"}
+    else:  # the signal lands in the main thread; the writer thread finishes scene1, which is on disk and listed ok
+        assert statuses(summary) == {"scene0-rgb": "ok", "scene1-rgb": "ok", "scene2-rgb": "not run"}
+    ok = sorted(p["name"] for p in summary["panoramas"] if p["status"] == "ok")
+    assert visible_dirs(out) == ok and hidden_entries(out) == []
+    assert all(json.loads((out / name / "meta.json").read_text())["complete"] for name in ok)
 
 
 def test_no_inputs_is_a_user_error(tmp_path):
@@ -208,5 +213,5 @@ def test_no_inputs_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="names no panorama"):
         run_batch(tmp_path / "empty", tmp_path / "out")
-    with pytest.raises(UserError, match="runtime.executor"):
-        run_batch(tmp_path / "empty", tmp_path / "out", "runtime.executor._target_=modules.runtime.slurm.run_slurm")
+    with pytest.raises(UserError, match="runtime.kind"):
+        run_batch(tmp_path / "empty", tmp_path / "out", "+runtime.kind=slurm")

@@ -80,3 +80,34 @@ def test_multirun_sweep_runs_every_job_and_exits_with_the_worst_code(tmp_path):
             codes[("huber_k=2.0" in overrides, "broken" in overrides)] = summary["exit_code"]
     assert codes == {(False, False): 0, (False, True): 1, (True, False): 0, (True, True): 1}
     assert (sweep / "0" / "distance.npy").exists()  # a single panorama writes into its job folder
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_during_a_ray_run_exits_143_and_the_summary_matches_the_disk(tmp_path):
+    """runtime.address=null starts a private Ray instance on 127.0.0.1; SIGTERM while the driver waits on the
+    workers: exit 143, "SIGTERM" in summary.json, every panorama committed on disk listed ok, nothing half-written."""
+    import os
+
+    tour = make_folder(tmp_path / "in", good=8, broken=False)
+    out = tmp_path / "out"
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)}
+    (tmp_path / "flags").mkdir()
+    proc = runner(f"dataset.image_path={tour}", f"hydra.run.dir={out}", "runtime=ray", "runtime.local_num_cpus=2",
+                  "runtime.num_threads=1", "predictor._target_=test_ray_batch.FaultyPredictor",
+                  f"+predictor.flag_dir={tmp_path / 'flags'}", "+predictor.sleep=0.5", env=env)
+    deadline = time.monotonic() + 150
+    while not any(complete(d) for d in out.glob("*-rgb")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, log
+    assert "private Ray instance on 127.0.0.1" in log
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGTERM" and summary["exit_code"] == 143
+    assert summary["executor"]["runtime"] == "ray" and summary["executor"]["driver_node_ip"] == "127.0.0.1"
+    on_disk = sorted(d.name for d in out.glob("*-rgb") if complete(d))
+    listed_ok = sorted(p["name"] for p in summary["panoramas"] if p["status"] == "ok")
+    assert 1 <= len(on_disk) < 8 and listed_ok == on_disk
+    assert sorted(d.name for d in out.glob("*-rgb")) == on_disk  # no half-written folder under a final name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".hydra"]

@@ -1,5 +1,6 @@
-"""Mesh files read back by readers we did not write: plyfile, assimp, the Khronos glTF validator (and Blender when
-IMMERSIVEDEPTH_BPY_PYTHON is set): counts, colours, normals, UVs, textures, axes, camera, size."""
+"""Mesh files read back by modules.export.ply (PLY) and by readers we did not write: assimp, the Khronos glTF
+validator (and Blender when IMMERSIVEDEPTH_BPY_PYTHON is set): counts, colours, normals, UVs, textures, axes, camera,
+size."""
 
 import json
 import math

@@ -1,13 +1,23 @@
-"""runtime=ray on a local Ray instance with 2 CPUs: same files as runtime=local, dead workers retried (bounded)."""
+"""runtime=ray on a real multi-node cluster in this machine (``ray.cluster_utils.Cluster``, as Ray's own tests do):
+a head node without CPUs and two worker nodes of 1 CPU each, all on 127.0.0.1, shared by every test here.
+
+Same files as runtime=local; worker deaths (crash, death while loading models, out-of-memory error, a lost node) and
+stuck workers become bounded retries; more workers than fit start with those that fit. Every test has a hard timeout.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from modules.config import PROJECT_ROOT
 from modules.geo_predictors.synthetic import SyntheticPredictor
 from test_batch import make_folder, run_batch, statuses
 
@@ -15,34 +25,83 @@ ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.slow
 
+RAY_BASE = ["runtime=ray", "runtime.device=cpu", "runtime.progress_interval_s=1"]
+RAY = [*RAY_BASE, "runtime.num_threads=1"]
 
-class CrashingPredictor(SyntheticPredictor):
-    """The synthetic predictor, except that the worker process dies (``os._exit``) on the first ``crash_times[scene]``
-    panoramas of folder ``scene``; attempts are counted with files in ``flag_dir`` (shared by all workers)."""
 
-    def __init__(self, crash_times: dict, flag_dir: str, **kwargs):
+def _flags(flag_dir: str, prefix: str) -> int:
+    return len(list(Path(flag_dir).glob(f"{prefix}-*")))
+
+
+def _flag(flag_dir: str, prefix: str) -> None:
+    (Path(flag_dir) / f"{prefix}-{_flags(flag_dir, prefix)}").touch()
+
+
+class FaultyPredictor(SyntheticPredictor):
+    """The synthetic predictor with faults keyed by the input's folder name ("scene1"): for the first
+    ``times[scene]`` tries of that panorama it does ``faults[scene]``: ``crash`` the worker process (``os._exit``),
+    raise the error Ray raises when it kills a worker for lack of memory (``oom``), or hang (``hang``: sleep an hour).
+    ``load_crashes``: the worker process dies this many times while loading (in the constructor). ``sleep``: seconds
+    every panorama takes. ``gate``: every panorama says it started (a ``busy-<pid>-<scene>`` file) and waits for a
+    ``release`` file. Tries are counted with files in ``flag_dir`` (shared by all workers)."""
+
+    def __init__(self, flag_dir: str, faults: dict | None = None, times: dict | None = None, load_crashes: int = 0,
+                 sleep: float = 0.0, gate: bool = False, **kwargs):
+        if _flags(flag_dir, "load") < load_crashes:
+            _flag(flag_dir, "load")
+            os._exit(1)
         super().__init__(**kwargs)
-        self.crash_times = dict(crash_times)
-        self.flag_dir = Path(flag_dir)
+        self.flag_dir, self.faults, self.times, self.sleep = flag_dir, dict(faults or {}), dict(times or {}), sleep
+        self.gate = gate
 
     def begin_panorama(self, image_path, erp_hw):
         scene = Path(image_path).parent.name
-        crashes = len(list(self.flag_dir.glob(f"{scene}-*")))
-        if crashes < self.crash_times.get(scene, 0):
-            (self.flag_dir / f"{scene}-{crashes}").touch()
-            os._exit(1)
+        if _flags(self.flag_dir, scene) < self.times.get(scene, 0):
+            _flag(self.flag_dir, scene)
+            fault = self.faults[scene]
+            if fault == "crash":
+                os._exit(1)
+            if fault == "oom":
+                raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+            if fault == "hang":
+                time.sleep(3600)
+        if self.gate:
+            (Path(self.flag_dir) / f"busy-{os.getpid()}-{scene}").touch()
+            deadline = time.monotonic() + 60
+            while not (Path(self.flag_dir) / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        time.sleep(self.sleep)
         super().begin_panorama(image_path, erp_hw)
 
 
+def faulty(flag_dir: Path, **kwargs) -> list[str]:
+    """Overrides selecting :class:`FaultyPredictor` with ``kwargs``."""
+    flag_dir.mkdir(exist_ok=True)
+    out = ["predictor._target_=test_ray_batch.FaultyPredictor", f"+predictor.flag_dir={flag_dir}"]
+    for key, value in kwargs.items():
+        if isinstance(value, dict):
+            value = "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+        out.append(f"+predictor.{key}={value}")
+    return out
+
+
 @pytest.fixture(scope="module")
-def ray_cluster():
-    # the workers import CrashingPredictor from this file (tests/ is not a package)
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    from modules.runtime.ray_executor import loopback_ray_init
+
+    # the workers import FaultyPredictor from this file (tests/ is not a package) and the project's modules
     tests_dir = str(Path(__file__).resolve().parent)
-    pythonpath = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
-    yield
+    pythonpath = os.pathsep.join(p for p in (tests_dir, str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+                                                      "include_dashboard": False})
+    workers = [c.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
+    loopback_ray_init(address=c.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    c.wait_for_nodes()
+    yield c, workers
     ray.shutdown()
+    c.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -50,42 +109,148 @@ def tour(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("tour"), good=3, broken=True)
 
 
-def test_ray_outputs_are_identical_to_local(ray_cluster, tour, tmp_path):
-    # one torch thread on both paths: the same arithmetic in the same order, so the files are byte-identical
-    common = ["runtime.num_threads=1"]
-    code_local, local = run_batch(tour, tmp_path / "local", *common)
-    code_ray, remote = run_batch(tour, tmp_path / "ray", "runtime=ray", "runtime.device=cpu", *common)
+@pytest.fixture(scope="module")
+def local_reference(tour, tmp_path_factory):
+    """The tour run locally with 1 torch thread: the files every Ray run must reproduce byte for byte."""
+    out = tmp_path_factory.mktemp("local")
+    code, summary = run_batch(tour, out, "runtime.num_threads=1")
+    return out, code, summary
+
+
+def same_files(a: Path, b: Path, names) -> bool:
+    return all((a / n / f).read_bytes() == (b / n / f).read_bytes()
+               for n in names for f in ("distance.npy", "confidence.npy", "distance.png"))
+
+
+def ok_names(summary: dict) -> list[str]:
+    return sorted(p["name"] for p in summary["panoramas"] if p["status"] == "ok")
+
+
+def assert_clean(out: Path) -> None:
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".hydra"]
+
+
+@pytest.mark.timeout(150)
+def test_identical_to_local_at_equal_threads_starting_with_the_workers_that_fit(cluster, tour, tmp_path, caplog):
+    # two torch threads on both paths (the same arithmetic in the same order): byte-identical files
+    code_local, local = run_batch(tour, tmp_path / "local", "runtime.num_threads=2")
+    # 5 workers on a cluster that holds 2: work starts with those that fit, the log says so
+    with caplog.at_level(logging.WARNING, logger="modules.runtime.ray_executor"):
+        code_ray, remote = run_batch(tour, tmp_path / "ray", *RAY_BASE, "runtime.num_threads=2",
+                                     "runtime.num_workers=5")
     assert code_local == code_ray == 1
     assert statuses(local) == statuses(remote)
-    assert remote["executor"]["runtime"] == "ray" and remote["executor"]["workers"] == 2
     assert {p["reason"] for p in local["panoramas"]} == {p["reason"] for p in remote["panoramas"]}
+    ex = remote["executor"]
+    assert ex["runtime"] == "ray" and ex["worker_deaths"] == 0 and ex["retries"] == 0
+    assert ex["workers"] == 5 and ex["workers_placeable_at_start"] == 2
+    assert any("room for 2" in r.getMessage() for r in caplog.records)
+    # inputs went through the object store (a multi-node cluster), each ran on one of the two worker nodes
+    assert ex["ship_inputs"] is True and ex["inputs_shipped"] == len(remote["panoramas"])
+    assert len(ex["nodes"]) == 2 and sum(ex["done_per_node"].values()) == 6
     workers = {p["worker"] for p in remote["panoramas"] if p["status"] == "ok"}
     assert all(w and w.split(":")[1] != str(os.getpid()) for w in workers)  # really ran in other processes
-    for name, status in statuses(local).items():
-        if status == "ok":
-            for f in ("distance.npy", "confidence.npy", "distance.png"):
-                assert (tmp_path / "local" / name / f).read_bytes() == (tmp_path / "ray" / name / f).read_bytes()
+    names = ok_names(local)
+    assert names and same_files(tmp_path / "local", tmp_path / "ray", names)
+    for name in names:
+        meta = json.loads((tmp_path / "ray" / name / "meta.json").read_text())
+        assert meta["torch_threads"] == 2 and meta["batch"]["input_shipped"] is True
+        assert json.loads((tmp_path / "local" / name / "meta.json").read_text())["torch_threads"] == 2
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU") != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU") == 2  # every actor was removed, those that never fit too
 
 
-def test_dead_worker_is_retried_then_given_up(ray_cluster, tour, tmp_path):
-    flags = tmp_path / "flags"
-    flags.mkdir()
-    code, summary = run_batch(
-        tour, tmp_path / "out", "runtime=ray", "runtime.device=cpu", "runtime.max_retries=1",
-        "predictor._target_=test_ray_batch.CrashingPredictor",
-        "+predictor.crash_times={scene1: 1, scene2: 99}", f"+predictor.flag_dir={flags}",
-    )
+@pytest.mark.timeout(150)
+def test_crash_and_out_of_memory_error_are_bounded_retries(cluster, tour, local_reference, tmp_path):
+    # scene1's worker process dies once; scene2 raises Ray's OutOfMemoryError on every try
+    code, summary = run_batch(tour, tmp_path / "out", *RAY, "runtime.max_retries=2",
+                              *faulty(tmp_path / "flags", faults={"scene1": "crash", "scene2": "oom"},
+                                      times={"scene1": 1, "scene2": 99}))
     by_name = {p["name"]: p for p in summary["panoramas"]}
     assert by_name["scene0-rgb"]["status"] == "ok" and by_name["scene0-rgb"]["attempts"] == 1
     assert by_name["scene1-rgb"]["status"] == "ok" and by_name["scene1-rgb"]["attempts"] == 2  # died once, retried
-    assert by_name["scene2-rgb"]["status"] == "failed" and by_name["scene2-rgb"]["attempts"] == 2
-    assert "worker died 2 times" in by_name["scene2-rgb"]["reason"]
-    assert len(list(flags.iterdir())) == 3 and summary["executor"]["worker_deaths"] == 3
+    assert by_name["scene2-rgb"]["status"] == "failed" and by_name["scene2-rgb"]["attempts"] == 3
+    reason = by_name["scene2-rgb"]["reason"]
+    assert "OutOfMemoryError" in reason and "gave up after 3 tries" in reason
+    assert statuses(summary)["wide"] == "failed"  # the broken inputs are still reported as such
+    assert summary["executor"]["worker_deaths"] == 4 and summary["executor"]["retries"] == 3
     assert code == 1
     out = tmp_path / "out"
-    assert (out / "scene1-rgb" / "meta.json").exists() and not (out / "scene2-rgb").exists()
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
-    assert np.load(out / "scene1-rgb" / "distance.npy").shape == (32, 64)
+    assert not (out / "scene2-rgb").exists()
+    assert_clean(out)
+    assert same_files(local_reference[0], out, ["scene0-rgb", "scene1-rgb"])
+
+
+@pytest.mark.timeout(150)
+def test_worker_dying_while_loading_its_models_is_restarted(cluster, tmp_path):
+    tour = make_folder(tmp_path / "in", good=3, broken=False)
+    # one worker: the run can only finish if its two deaths while loading are restarts, not the end of the job
+    code, summary = run_batch(tour, tmp_path / "out", *RAY, "runtime.num_workers=1",
+                              *faulty(tmp_path / "flags", load_crashes=2))
+    assert code == 0 and set(statuses(summary).values()) == {"ok"}
+    ex = summary["executor"]
+    assert ex["worker_restarts"] == 1 and ex["workers_ready"] == 1 and ex["worker_deaths"] == 0
+    assert len(list((tmp_path / "flags").glob("load-*"))) == 2
+
+
+@pytest.mark.timeout(150)
+def test_stuck_worker_times_out_and_its_panorama_is_retried(cluster, tmp_path):
+    tour = make_folder(tmp_path / "in", good=3, broken=False)
+    start = time.monotonic()
+    code, summary = run_batch(tour, tmp_path / "out", *RAY, "runtime.task_timeout_s=4",
+                              *faulty(tmp_path / "flags", faults={"scene1": "hang"}, times={"scene1": 1}))
+    assert time.monotonic() - start < 100  # the hour-long sleep was cut short
+    assert code == 0 and set(statuses(summary).values()) == {"ok"}
+    assert {p["name"]: p["attempts"] for p in summary["panoramas"]}["scene1-rgb"] == 2
+    assert summary["executor"]["timeouts"] == 1
+    assert_clean(tmp_path / "out")
+
+
+@pytest.mark.timeout(200)
+def test_losing_a_node_mid_batch_at_full_use_finishes_on_the_rest(cluster, tmp_path):
+    c, workers = cluster
+    tour = make_folder(tmp_path / "in", good=6, broken=False)
+    out = tmp_path / "out"
+    reference = tmp_path / "reference"
+    code, _ = run_batch(tour, reference, "runtime.num_threads=1")
+    assert code == 0
+    flags = tmp_path / "flags"
+    killed = {}
+
+    def kill_a_node_when_both_workers_are_busy():
+        deadline = time.monotonic() + 120
+        while len({p.name.split("-")[1] for p in flags.glob("busy-*")}) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        killed["busy"] = sorted(p.name for p in flags.glob("busy-*"))
+        c.remove_node(workers[0], allow_graceful=False)
+        (flags / "release").touch()
+
+    killer = threading.Thread(target=kill_a_node_when_both_workers_are_busy, daemon=True)
+    killer.start()
+    start = time.monotonic()
+    try:
+        # both 1-CPU nodes busy (num_workers null = what the cluster holds) when one of them is lost
+        code, summary = run_batch(tour, out, *RAY, *faulty(flags, gate=True))
+    finally:
+        killer.join(timeout=130)
+        (flags / "release").touch()
+        workers[0] = c.add_node(num_cpus=1, node_ip_address="127.0.0.1")  # for any test after this one
+    wall = time.monotonic() - start
+    assert len(killed["busy"]) == 2, "the node was not killed at full use"
+    assert code == 0 and set(statuses(summary).values()) == {"ok"}, summary
+    assert wall < 120
+    ex = summary["executor"]
+    assert ex["worker_deaths"] == 1 and ex["retries"] == 1 and ex["workers_ready"] == 1
+    assert sorted(p["attempts"] for p in summary["panoramas"]) == [1, 1, 1, 1, 1, 2]  # the lost one, retried
+    names = [f"scene{i}-rgb" for i in range(6)]
+    assert ok_names(summary) == names
+    assert same_files(reference, out, names)
+    for name in names:
+        assert json.loads((out / name / "meta.json").read_text())["complete"] is True
+    assert_clean(out)
+    assert np.load(out / "scene5-rgb" / "distance.npy").shape == (32, 64)
 
 
 def test_worker_plan_follows_the_cluster_and_the_config():
@@ -102,5 +267,6 @@ def test_worker_plan_follows_the_cluster_and_the_config():
     assert _plan_workers(rt(num_gpus_per_worker=0.5), {"CPU": 32.0, "GPU": 2.0}, 100)[0] == 4
     assert _plan_workers(rt(), {"CPU": 8.0}, 3)[0] == 3  # never more actors than panoramas
     assert _plan_workers(rt(num_workers=2, num_cpus_per_worker=2), {"CPU": 8.0}, 100) == (2, 2.0, 0.0)
+    assert _plan_workers(rt(num_workers=16), {"CPU": 2.0}, 100)[0] == 16  # more than fit: started, they wait
     with pytest.raises(RayRuntimeError, match="cannot hold one worker"):
         _plan_workers(rt(num_cpus_per_worker=4), {"CPU": 2.0}, 10)

@@ -1,12 +1,15 @@
 """Benchmark: panoramas per second of a batch run, runtime=local vs runtime=ray, on N synthetic panoramas.
 
-    python tools/bench_batch.py --num 16 --height 64 --workers 2 [--override projection.face_size=64 ...]
+    python -m tools.bench_batch --num 16 --height 64 --workers 2 [--override projection.face_size=64 ...]
 
-Generates N procedural rooms (rgb.png + distance.npy) into a temporary folder, runs the batch mode on them with the
-synthetic predictor, once in this process (runtime=local) and once on a local Ray instance with ``--workers`` actors
-(``--cpus`` CPUs, default = workers), and prints a markdown table. The Ray instance is started before timing (like a
-cluster that is already up); its start-up time is reported separately. Throughput = panoramas / wall time of the
-batch (listing, fingerprints, workers loading their models, processing, writing; summary.json's ``wall_seconds``).
+Generates N procedural rooms (rgb.png + distance.npy) into a temporary folder and runs the batch mode on them with
+the synthetic predictor, side by side in one process: runtime=local with 1 torch thread and no prefetch (read,
+compute, write one after the other), the same with ``runtime.prefetch=1`` (reader and writer threads overlap the
+compute), runtime=local with torch's default threads, and runtime=ray with ``--workers`` actors of 1 CPU and 1 thread
+each on a private 127.0.0.1 instance of ``--cpus`` CPUs (default = workers). The Ray instance is started before
+timing (like a cluster that is already up); its start-up time is reported separately. Throughput = panoramas / wall
+time of the batch (listing, fingerprints, workers loading their models, processing, writing; summary.json's
+``wall_seconds``). Outputs of the 1-thread runs are checked to be byte-identical.
 """
 
 from __future__ import annotations
@@ -68,29 +71,36 @@ def main() -> None:
 
     import ray
 
+    from modules.runtime.ray_executor import loopback_ray_init
+
     default_threads = torch.get_num_threads()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
         tmp = Path(tmp)
         make_scenes(tmp / "in", args.num, args.height)
-        local = run(tmp / "in", tmp / "local", overrides)
-        rows.append(("local (1 process, torch default threads)", local))
-        local1 = run(tmp / "in", tmp / "local1", [*overrides, "runtime.num_threads=1"])
-        rows.append(("local (1 process, 1 thread)", local1))
+        one = [*overrides, "runtime.num_threads=1"]
+        rows.append(("local, 1 thread, no prefetch", run(tmp / "in", tmp / "local1", [*one, "runtime.prefetch=0"])))
+        rows.append(("local, 1 thread, prefetch 1", run(tmp / "in", tmp / "local1p", [*one, "runtime.prefetch=1"])))
+        rows.append((f"local, {default_threads} threads, prefetch 1", run(tmp / "in", tmp / "local", overrides)))
         start = time.perf_counter()
-        ray.init(num_cpus=args.cpus or args.workers, include_dashboard=False, log_to_driver=False)
+        loopback_ray_init(address="local", num_cpus=args.cpus or args.workers, include_dashboard=False,
+                          log_to_driver=False)
         ray_start = time.perf_counter() - start
         try:
-            remote = run(tmp / "in", tmp / "ray", [*overrides, "runtime=ray", "runtime.device=cpu",
-                                                    f"runtime.num_workers={args.workers}"])
+            remote = run(tmp / "in", tmp / "ray", [*one, "runtime=ray", "runtime.device=cpu",
+                                                   f"runtime.num_workers={args.workers}"])
         finally:
             ray.shutdown()
-        rows.append((f"ray ({args.workers} workers x 1 CPU)", remote))
+        rows.append((f"ray, {args.workers} workers x 1 CPU x 1 thread", remote))
+        names = sorted(p.name for p in (tmp / "local1").iterdir() if p.is_dir() and not p.name.startswith("."))
+        identical = all((tmp / a / n / "distance.npy").read_bytes() == (tmp / "local1" / n / "distance.npy").read_bytes()
+                        for a in ("local1p", "ray") for n in names)
 
     extra = " ".join(args.override) or "-"
     print(f"{args.num} panoramas {2 * args.height}x{args.height}, predictor=synthetic, overrides: {extra}")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({default_threads} threads by default); Ray start-up (not timed below): {ray_start:.1f} s\n")
+    print(f"distance.npy byte-identical across the 1-thread runs: {identical}\n")
     print("| runtime | panoramas | wall s | panoramas/s |")
     print("|---|---|---|---|")
     for label, s in rows:

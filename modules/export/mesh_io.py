@@ -54,13 +54,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from plyfile import PlyData
 from torch import Tensor
 
 from .atomic import atomic_path
 from .axes import AXES, to_axes
 from .fbx import encode_fbx, fbx_mesh_document
 from .mesh import Mesh, vertex_normals
+from .ply import read_ply
 
 __all__ = [
     "AXES",
@@ -594,23 +594,6 @@ def _run_assimp(args: list[str], executable=None, timeout_s: float = 600.0) -> s
 
 
 # ---------------------------------------------------------------------------------------------------- read-back
-
-
-def read_ply(path: str | os.PathLike) -> dict:
-    """Read a PLY with plyfile.
-
-    Returns:
-        {"elements": {name: count}, "properties": {name: [property names]}, "data": PlyData}.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such PLY file")
-    ply = PlyData.read(str(path))
-    return {
-        "elements": {e.name: e.count for e in ply.elements},
-        "properties": {e.name: [p.name for p in e.properties] for e in ply.elements},
-        "data": ply,
-    }
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import os
 
 import numpy as np
 import torch
-from plyfile import PlyData, PlyElement
 from torch import Tensor
 
 from ..geometry.spherical import erp_directions
 from .atomic import atomic_path
 from .axes import to_axes
+from .ply import ply_bytes
 
 __all__ = ["erp_points", "process_point_cloud", "write_point_cloud_ply"]
 
@@ -130,5 +130,6 @@ def write_point_cloud_ply(
     if colours is not None:
         c = (colours.detach().cpu().float().clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
         vertex["red"], vertex["green"], vertex["blue"] = c.T
+    data = ply_bytes({"vertex": vertex})
     with atomic_path(path) as tmp:
-        PlyData([PlyElement.describe(vertex, "vertex")], text=False).write(str(tmp))
+        tmp.write_bytes(data)

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from plyfile import PlyData
 from torch import Tensor
 
 from ..geometry.erp_maps import check_distance_map, valid_distance_mask
 from ..geometry.spherical import direction_to_lonlat, erp_lonlat_grid, lonlat_to_direction
 from .atomic import atomic_path
+from .ply import read_ply
 
 __all__ = [
     "SH_C0",
@@ -259,5 +259,5 @@ def read_splats_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such splat PLY")
-    vertex = PlyData.read(str(path))["vertex"]
-    return {p.name: np.asarray(vertex[p.name]) for p in vertex.properties}
+    vertex = read_ply(path)["data"]["vertex"]
+    return {name: np.asarray(vertex[name]) for name in vertex.dtype.names}

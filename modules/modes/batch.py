@@ -2,8 +2,8 @@
 
 Flow: list the inputs (:mod:`modules.dataset.listing`) -> name each one's output folder -> fingerprint it
 (:mod:`modules.runtime.fingerprint`) -> with ``batch.skip_existing`` leave out those whose finished outputs carry
-the same fingerprint -> run the rest on the executor ``runtime.executor._target_`` names (run_local: this process;
-run_ray: a Ray cluster) with a progress bar -> summary.json in the run folder, a table on stdout, the exit code
+the same fingerprint -> run the rest on the executor named by ``runtime.kind`` (``local``: this process; ``ray``: a
+Ray cluster) with a progress bar -> summary.json in the run folder, a table on stdout, the exit code
 (:mod:`modules.runtime.summary`).
 
 Where outputs go (``batch.output_dir``, default the Hydra run folder ``paths.output_dir``):
@@ -12,7 +12,9 @@ Where outputs go (``batch.output_dir``, default the Hydra run folder ``paths.out
 * a folder, glob or list: each panorama gets ``<batch.output_dir>/<name>/`` (names: :func:`output_names`).
 
 Every panorama is written all-or-nothing (:mod:`modules.runtime.staging`). SIGINT and SIGTERM stop the run cleanly:
-the panorama being written is discarded, summary.json lists the rest as "not run", the exit code is 130 / 143.
+a panorama whose files were not committed yet is discarded; summary.json lists every panorama whose outputs are
+complete on disk (with this run's fingerprint) as "ok", even one committed while the run was stopping, the rest as
+"not run"; "interrupted" names the signal and the exit code is 130 / 143.
 To resume a job, point ``batch.output_dir`` (or ``hydra.run.dir``) at the same folder and set
 ``batch.skip_existing=true``.
 """
@@ -28,7 +30,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -37,28 +38,36 @@ from ..device import configure_runtime
 from ..errors import UserError
 from ..export.depth_files import write_json
 from ..runtime.fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
-from ..runtime.staging import is_complete, remove_stale_staging
+from ..runtime.staging import MARKER, is_complete, remove_stale_staging
 from ..runtime.summary import build_summary, format_table
-from ..runtime.worker import FAILED, NOT_RUN, SKIPPED, PanoramaTask, TaskResult
+from ..runtime.worker import FAILED, NOT_RUN, OK, SKIPPED, PanoramaTask, TaskResult
 
 __all__ = ["run", "make_tasks", "Terminated", "SUMMARY_FILE"]
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+EXECUTORS = ("local", "ray")
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every ``finally`` and staging cleanup runs."""
 
 
+#: the last signal the batch's handler received ("SIGTERM"), cleared when a run starts: an interrupt raised inside
+#: library code that re-raises it as a plain KeyboardInterrupt (a C extension waiting) is still reported as SIGTERM
+_received: dict[str, str | None] = {"signal": None}
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
+    _received["signal"] = None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
+        _received["signal"] = "SIGTERM"
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -88,16 +97,16 @@ def make_tasks(cfg: DictConfig, listing: InputListing, output_root: Path) -> lis
     return tasks
 
 
-def _executor(cfg: DictConfig):
-    """The executor ``runtime.executor`` names (``_target_``, e.g. modules.runtime.local.run_local)."""
-    node = cfg.runtime.get("executor")
-    target = None if node is None else node.get("_target_")
-    if target is None:
-        raise UserError("runtime.executor._target_ is not set (e.g. modules.runtime.local.run_local)")
-    try:
-        return instantiate(node)
-    except Exception as exc:
-        raise UserError(f"runtime.executor._target_={target!r} cannot be used ({exc})") from exc
+def _executor(kind: str):
+    if kind == "local":
+        from ..runtime.local import run_local
+
+        return run_local
+    if kind == "ray":
+        from ..runtime.ray_executor import run_ray
+
+        return run_ray
+    raise UserError(f"runtime.kind={kind!r} is not one of {EXECUTORS}")
 
 
 def _split_finished(tasks: list[PanoramaTask], skip_existing: bool) -> tuple[dict[int, TaskResult], list]:
@@ -113,36 +122,66 @@ def _split_finished(tasks: list[PanoramaTask], skip_existing: bool) -> tuple[dic
     return done, todo
 
 
+def _status_text(status: dict) -> dict:
+    """Progress-bar fields from an executor's status: running / retried counts and done per node."""
+    fields = {k: status[k] for k in ("running", "retried", "workers_ready") if status.get(k) is not None}
+    nodes = status.get("done_per_node") or {}
+    if len(nodes) > 1 or (nodes and status.get("runtime") == "ray"):
+        fields["per_node"] = " ".join(f"{node[:6]}:{n}" for node, n in sorted(nodes.items()))
+    return fields
+
+
 def _execute(executor, cfg: DictConfig, todo: list[PanoramaTask], results: dict[int, TaskResult], total: int,
              progress: bool, fail_fast: bool) -> tuple[dict, str | None]:
-    """Run ``todo`` with a progress bar, filling ``results``; returns (executor info, interrupting signal or None)."""
+    """Run ``todo`` with a progress bar, filling ``results``; returns (executor info, interrupting signal or None).
+
+    The executor reports results (``on_result``) and, Ray only, its state (``on_status``: workers, nodes, deaths,
+    retries, running, done per node) which goes on the bar; the last state is the executor info after an interrupt.
+    """
     bar = tqdm(total=total, initial=len(results), unit="pano", desc="panoramas", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     failures = 0
+    last_status: dict = {"runtime": str(cfg.runtime.get("kind", "local"))}
 
     def on_result(result: TaskResult) -> None:
         nonlocal failures
         results[result.index] = result
         failures += result.status == FAILED
-        bar.set_postfix(failed=failures, refresh=False)
+        bar.set_postfix(failed=failures, **_status_text(last_status), refresh=False)
         bar.update(1)
+
+    def on_status(status: dict) -> None:
+        last_status.clear()
+        last_status.update(status)
+        bar.set_postfix(failed=failures, **_status_text(status))
 
     try:
         with _sigterm_as_interrupt():
-            return executor(cfg, todo, on_result, fail_fast), None
+            return executor(cfg, todo, on_result, fail_fast, on_status=on_status), None
     except KeyboardInterrupt as exc:
-        interrupted = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        interrupted = "SIGTERM" if isinstance(exc, Terminated) or _received["signal"] == "SIGTERM" else "SIGINT"
         log.error("interrupted (%s): unfinished outputs were discarded", interrupted)
-        return {"runtime": str(cfg.runtime.executor._target_)}, interrupted
+        return dict(last_status), interrupted
     finally:
         bar.close()
+
+
+def _committed_during_run(task: PanoramaTask, since: float) -> bool:
+    """The panorama's outputs are complete on disk with this run's fingerprint and were committed after ``since``
+    (wall clock): a worker finished it while the run was being stopped."""
+    if not is_complete(task.output_dir, task.fingerprint):
+        return False
+    try:
+        return (Path(task.output_dir) / MARKER).stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def run(cfg: DictConfig) -> int:
     """Process every panorama ``dataset.image_path`` names; returns the exit code (see module docstring)."""
     configure_runtime(cfg)
     b = cfg.batch
-    executor = _executor(cfg)
+    executor = _executor(str(cfg.runtime.get("kind", "local")))
     run_dir = Path(str(cfg.paths.output_dir)).absolute()
     output_root = Path(str(b.output_dir)).absolute()
     listing = list_inputs(str(cfg.dataset.image_path), b.extensions, b.list_suffixes, bool(b.recursive),
@@ -152,12 +191,17 @@ def run(cfg: DictConfig) -> int:
     results, todo = _split_finished(tasks, bool(b.skip_existing))
     # workers get the resolved config: Hydra's interpolations (${hydra:...}) cannot be resolved outside this process
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time() - 1.0  # mtime granularity
     info, interrupted = _execute(executor, resolved, todo, results, len(tasks), bool(b.progress), bool(b.fail_fast))
     wall = time.perf_counter() - start
     why = "interrupted" if interrupted else "stopped after a failure (fail_fast)"
     for t in tasks:
-        if t.index not in results:
+        if t.index in results:
+            continue
+        if _committed_during_run(t, started_at):  # the disk says it is done: list it so
+            results[t.index] = TaskResult(t.index, t.name, t.image_path, t.output_dir, OK, attempts=1,
+                                          reason=f"committed while the run was stopping ({why})")
+        else:
             results[t.index] = TaskResult(t.index, t.name, t.image_path, t.output_dir, NOT_RUN, reason=why)
     ordered = [results[t.index] for t in tasks]
     summary = build_summary(ordered, info, wall, interrupted, listing.source, str(output_root), listing.single)

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..evaluation.dataset import list_eval_pairs
 from ..evaluation.evaluate import evaluate_pairs
 from ..evaluation.readers import get_reader
+from ..predictor_cache import predictor_from_config
 from ..evaluation.report import (
     summarize_metrics,
     write_per_image_csv,
@@ -37,7 +38,7 @@ def run(cfg: DictConfig) -> int:
         raise UserError("mode=eval needs mode.dataset=<folder or list file>")
     naming = OmegaConf.to_container(e.naming, resolve=True)
     pairs = list_eval_pairs(e.dataset, **naming)
-    predictor = instantiate(cfg.predictor)  # loaded once for the whole dataset
+    predictor = predictor_from_config(cfg.predictor, cfg.scale.method)  # loaded once for the whole dataset
     pipeline = instantiate(e.pipeline)(cfg, predictor)
 
     timings: dict[str, float] = {}

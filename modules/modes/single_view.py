@@ -36,6 +36,7 @@ from ..geometry.pinhole import (
     points_to_pixels,
 )
 from ..pipeline import StageTimer, invert_disparity
+from ..predictor_cache import predictor_from_config
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def run(cfg: DictConfig) -> int:
     H, W = rgb.shape[1:]
     K = camera_intrinsics(cfg.mode.camera, image_path, W, H)
     timer = StageTimer()
-    predictor = instantiate(cfg.predictor)
+    predictor = predictor_from_config(cfg.predictor, cfg.scale.method)
     with timer("network"):
         depth, confidence = predict_depth(predictor, rgb, image_path, cfg.mode.fill_iterations,
                                           instantiate(cfg.preprocess, _convert_="all"))

@@ -1,62 +1,98 @@
-"""Executor ``runtime=ray``: panoramas spread over Ray actors, each loading its models once.
+"""Executor ``runtime=ray``: panoramas spread over a pool of Ray actors that survives worker and node loss.
 
-* Cluster: ``runtime.address`` null starts a local Ray instance (``runtime.local_num_cpus`` CPUs, null = all) and shuts
-  it down at the end; ``auto`` or ``ray://<head>:10001`` joins an existing cluster (only disconnects at the end). A
-  Ray session that is already initialised in this process (tests, notebooks) is reused as is.
-* Workers: one actor per ``runtime.num_gpus_per_worker`` GPUs (null: 1 when the cluster has GPUs, else 0), or per
-  ``runtime.num_cpus_per_worker`` CPUs; ``runtime.num_workers`` null = as many as the cluster holds (never more
-  than there are panoramas). Each actor runs :class:`~modules.runtime.worker.PanoramaWorker`: the same code and
-  therefore the same files as ``runtime=local``. Ray pins an actor to its GPU(s) through CUDA_VISIBLE_DEVICES, so
-  ``runtime.device: auto`` picks that GPU.
-* Scheduling: one panorama in flight per actor; the next is handed to whichever actor finishes first.
-* Dead workers: when an actor process dies (killed, out of memory, node lost) its panorama is given to a fresh actor,
-  at most ``runtime.max_retries`` more times; after that it is reported as failed. Ordinary errors (a corrupt file)
-  are reported by the worker itself and never retried.
-* Outputs are written by the workers, so ``batch.output_dir`` must be a path every node can write at the same place
-  (a shared filesystem such as NFS); the driver checks for existing outputs and writes summary.json.
-* Code on the nodes: the workers import ``modules``; install the project on every node (``pip install -e .`` on the
-  shared filesystem), or ship it with ``runtime.runtime_env`` (e.g. ``{working_dir: ., excludes: [outputs, .venv]}``).
+Design (why not Ray Data and why not ``max_task_retries``: README, "Ray: design"):
+
+* Cluster: ``runtime.address`` null starts a private local Ray instance bound to 127.0.0.1 (``runtime.local_num_cpus``
+  CPUs, null = all) and shuts it down at the end; it never joins a running cluster. ``auto`` joins the cluster
+  ``ray start`` left on this machine (or ``RAY_ADDRESS``); ``<host>:<port>`` joins that one; ``ray://<head>:10001``
+  goes through Ray Client (needs ``ray[client]``). A Ray session already initialised in this process (tests,
+  notebooks) is reused as is.
+* Workers: ``runtime.num_workers`` actors (null = as many as the cluster holds: one per ``runtime.num_gpus_per_worker``
+  GPUs, null = 1 when the cluster has GPUs, else one per ``runtime.num_cpus_per_worker`` CPUs; never more than there
+  are panoramas). Each runs :class:`~modules.runtime.worker.PanoramaWorker`: the same code and therefore the same
+  files as ``runtime=local`` at the same torch thread count (``runtime.num_threads``, null = the actor's CPUs). More
+  actors than the cluster can place now are fine: work starts as soon as the first actor has loaded its models, the
+  log says how many fit, the others join when resources appear.
+* Actors are created with ``max_restarts=runtime.max_worker_restarts``: Ray itself restarts a worker whose process
+  died (crash, out-of-memory kill, lost node, death while loading models) wherever the cluster has room, and we
+  ping it (``ready`` with ``max_task_retries=-1``) to learn when it is back. Panorama calls are at-most-once
+  (``max_task_retries=0``): a call on a dead worker fails at once and the driver gives the panorama to any worker
+  that is ready, so a retry never waits for a replacement that cannot be placed. Every panorama gets at most
+  ``runtime.max_retries`` + 1 tries; one that fails all of them is reported with the last reason.
+* A panorama running longer than ``runtime.task_timeout_s`` counts as a failed try: its worker is killed (Ray
+  restarts it) and the panorama goes back to the queue. With work left and no worker ready for
+  ``runtime.start_timeout_s`` the remaining panoramas are reported as failed (or, if no worker ever started, the run
+  stops with a user error naming Ray's reason). Nothing waits without a bound.
+* Inputs: with ``runtime.ship_inputs`` (auto: when the cluster has more than one node) the driver reads each input
+  and ships its bytes through the object store (inputs up to ``runtime.ship_max_mb``; larger ones are read by the
+  worker from their path). Outputs are written by the workers: ``batch.output_dir`` must be a path every node writes
+  at the same place (NFS or similar); the driver checks existing outputs and writes summary.json.
+* Progress: ``on_status`` gets the pool's state (workers ready, running, retried, done per node) after every change;
+  a line goes to the log every ``runtime.progress_interval_s`` seconds; summary.json's ``executor`` holds the workers
+  (id, node, state, panoramas, deaths), the nodes, deaths, retries and timeouts.
+* Code on the nodes: the workers import ``modules``; install the project on every node, or ship it with
+  ``runtime.runtime_env`` (e.g. ``{working_dir: ., excludes: [outputs, .venv]}``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import signal
+import socket
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..device import configure_runtime
 from ..errors import UserError
-from .staging import remove_staging_of
-from .worker import FAILED, PanoramaTask, PanoramaWorker, TaskResult
+from .staging import remove_staging_of, staging_tag
+from .worker import FAILED, PanoramaTask, PanoramaWorker, TaskResult, failure_reason
 
-__all__ = ["run_ray", "RayRuntimeError"]
+__all__ = ["run_ray", "RayRuntimeError", "loopback_ray_init"]
 
 log = logging.getLogger(__name__)
 
+#: seconds between checks of timeouts and of the state of the pool while waiting (does not change results)
+_POLL_S = 0.5
+_MIB = 1 << 20
+
 
 class RayRuntimeError(UserError, RuntimeError):
-    """The Ray cluster cannot be reached or the workers cannot start."""
+    """The Ray cluster cannot be reached or no worker can start."""
 
 
 class _RayPanoramaWorker:
     """Body of a Ray actor: a :class:`PanoramaWorker` built from the resolved config."""
 
-    def __init__(self, cfg_container: dict):
+    def __init__(self, cfg_container: dict, num_threads: int):
+        import ray
+        import torch
+
+        torch.set_num_threads(num_threads)
         cfg = OmegaConf.create(cfg_container)
-        configure_runtime(cfg)
-        self.worker = PanoramaWorker(cfg)
+        # an out-of-memory error is the worker's trouble, not the panorama's: the driver retries it elsewhere
+        self.worker = PanoramaWorker(cfg, propagate=(ray.exceptions.OutOfMemoryError, MemoryError))
+        self.node = ray.get_runtime_context().get_node_id()
 
-    def ready(self) -> str:
-        return self.worker.id
+    def ready(self) -> dict:
+        import torch
 
-    def process(self, task: PanoramaTask) -> TaskResult:
-        return self.worker.process(task)
+        import ray
+
+        return {"worker": self.worker.id, "node": self.node, "tag": staging_tag(), "pid": os.getpid(),
+                "torch_threads": torch.get_num_threads(),
+                "restarted": ray.get_runtime_context().was_current_actor_reconstructed}
+
+    def process(self, task: PanoramaTask, data: bytes | None = None) -> TaskResult:
+        result = self.worker.process(task, data)
+        result.node = self.node
+        return result
 
 
 def _ray():
@@ -67,6 +103,27 @@ def _ray():
     return ray
 
 
+@contextlib.contextmanager
+def _loopback():
+    """While starting or joining Ray in this process, resolve "127.0.0.1" to itself: Ray otherwise replaces a
+    loopback address with the machine's outward IP, so nodes started on 127.0.0.1 could not be reached."""
+    import ray._private.ray_constants as constants
+
+    previous = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = previous
+
+
+def loopback_ray_init(**kwargs):
+    """``ray.init`` with every address on 127.0.0.1 (a private instance, or a test cluster started on loopback)."""
+    ray = _ray()
+    with _loopback():
+        return ray.init(_node_ip_address="127.0.0.1", **kwargs)
+
+
 def _connect(rt: DictConfig) -> bool:
     """Start or join Ray; True when this call started/joined it (and so must shut it down)."""
     ray = _ray()
@@ -74,13 +131,19 @@ def _connect(rt: DictConfig) -> bool:
         return False
     runtime_env = OmegaConf.to_container(rt.runtime_env, resolve=True) if rt.runtime_env is not None else None
     kwargs: dict[str, Any] = {"include_dashboard": False, "runtime_env": runtime_env}
+    address = None if rt.address is None else str(rt.address)
     try:
-        if rt.address:
-            ray.init(address=str(rt.address), **kwargs)
+        if address is None:
+            loopback_ray_init(address="local", num_cpus=rt.local_num_cpus, **kwargs)
+            log.info("started a private Ray instance on 127.0.0.1 (runtime.address=null)")
         else:
-            ray.init(num_cpus=rt.local_num_cpus, **kwargs)
+            if address.startswith("ray://"):
+                kwargs.pop("include_dashboard")
+            ray.init(address=address, **kwargs)
     except Exception as exc:
-        raise RayRuntimeError(f"runtime.address={rt.address}: cannot start or join Ray ({exc})") from exc
+        hint = " (ray:// needs Ray Client: pip install 'ray[client]')" if address and address.startswith("ray://") \
+            else ""
+        raise RayRuntimeError(f"runtime.address={address}: cannot start or join Ray ({exc}){hint}") from exc
     return True
 
 
@@ -104,18 +167,27 @@ def _plan_workers(rt: DictConfig, resources: dict, num_tasks: int) -> tuple[int,
         gpus = 1.0 if resources.get("GPU") else 0.0
     if cpus < 0 or gpus < 0:
         raise RayRuntimeError("runtime.num_cpus_per_worker and runtime.num_gpus_per_worker must be >= 0")
-    if rt.num_workers is not None:
-        n = int(rt.num_workers)
-    elif gpus > 0:
-        n = math.floor(resources.get("GPU", 0) / gpus)
-    else:
-        n = math.floor(resources.get("CPU", 0) / cpus) if cpus > 0 else 1
+    n = _fits(resources, cpus, gpus)
     if n < 1:
         raise RayRuntimeError(
             f"the Ray cluster ({resources.get('CPU', 0)} CPUs, {resources.get('GPU', 0)} GPUs) cannot hold one worker "
             f"of {cpus} CPUs and {gpus} GPUs (runtime.num_cpus_per_worker / runtime.num_gpus_per_worker)"
         )
+    if rt.num_workers is not None:
+        n = int(rt.num_workers)
+        if n < 1:
+            raise RayRuntimeError(f"runtime.num_workers must be >= 1 or null, got {n}")
     return min(n, num_tasks), cpus, gpus
+
+
+def _fits(resources: dict, cpus: float, gpus: float) -> int:
+    """How many workers of ``cpus`` / ``gpus`` the resources hold."""
+    limits = []
+    if cpus > 0:
+        limits.append(math.floor(resources.get("CPU", 0) / cpus + 1e-9))
+    if gpus > 0:
+        limits.append(math.floor(resources.get("GPU", 0) / gpus + 1e-9))
+    return min(limits) if limits else 1 << 30
 
 
 def _first_line(exc: BaseException) -> str:
@@ -123,76 +195,349 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class _Dispatcher:
-    """Hands tasks to ``num`` actors, one in flight each, and replaces actors that die (see module docstring)."""
+def _wait_for_exit(worker: str, timeout: float = 10.0) -> None:
+    """Wait (bounded) until the process ``worker`` (``host:pid``) has exited, when it runs on this machine."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.05)
 
-    def __init__(self, ray, remote_cls, cfg_container: dict, num: int, max_retries: int, died_errors: tuple):
-        self.ray, self.remote_cls, self.cfg_container = ray, remote_cls, cfg_container
-        self.num, self.max_retries, self.died_errors = num, max_retries, died_errors
-        self.all_actors: list = []
-        self.idle: list = []
-        self.in_flight: dict = {}  # ObjectRef -> (actor, task)
-        self.attempts: dict[int, int] = {}
+
+def _staging_parent(task: PanoramaTask) -> str:
+    return task.output_dir if task.into_existing else str(Path(task.output_dir).parent)
+
+
+class _Slot:
+    """One actor and what the driver knows about it. ``state``: starting (loading models, or being restarted by
+    Ray), idle, busy (``task`` in flight since ``started``), dead (Ray gave up restarting it)."""
+
+    def __init__(self, key: int, actor):
+        self.key, self.actor = key, actor
+        self.state = "starting"
+        self.ready_ref = None
+        self.ref = None
+        self.task: PanoramaTask | None = None
+        self.data_ref = None
+        self.started = 0.0
+        self.info: dict = {}
+        self.panoramas = 0
         self.deaths = 0
+        self.restarts = 0
+        self.timeouts = 0
+        self.error: str | None = None
+
+    def describe(self) -> dict:
+        return {"worker": self.info.get("worker"), "node": self.info.get("node"), "state": self.state,
+                "panoramas": self.panoramas, "deaths": self.deaths, "restarts": self.restarts,
+                "timeouts": self.timeouts,
+                "torch_threads": self.info.get("torch_threads"), "error": self.error}
+
+
+class _Pool:
+    """Hands panoramas to ready actors, one in flight each; turns deaths and timeouts into bounded retries."""
+
+    def __init__(self, ray, actor_cls, cfg: DictConfig, num: int, on_status: Callable[[dict], None] | None,
+                 base_info: dict):
+        rt = cfg.runtime
+        self.ray, self.actor_cls, self.cfg = ray, actor_cls, cfg
+        self.num = num
+        self.max_tries = int(rt.max_retries) + 1
+        self.task_timeout = float(rt.task_timeout_s) if rt.task_timeout_s is not None else math.inf
+        self.start_timeout = float(rt.start_timeout_s)
+        self.progress_interval = float(rt.progress_interval_s)
+        self.ship_max = float(rt.ship_max_mb) * _MIB
+        self.ship = False
+        self.on_status = on_status
+        self.base_info = base_info
+        self.slots: list[_Slot] = []
+        self.attempts: Counter = Counter()
+        self.retried: set[int] = set()
+        self.deaths = self.retries = self.timeouts = self.shipped = 0
+        self.done_per_node: Counter = Counter()
+        self.zombies: dict = {}  # ref of a timed-out call -> (task, staging tag): cleaned up when it resolves
+        self.ever_ready = False
+        self.total = 0
+        self.finished = 0
+        self._last_log = time.monotonic()
+
+    # -- actors ---------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start ``num`` actors and wait until every one has loaded its models."""
-        self.idle = [self._new_actor() for _ in range(self.num)]
-        try:
-            self.ray.get([a.ready.remote() for a in self.idle])
-        except self.died_errors as exc:
-            raise RayRuntimeError(f"Ray workers could not start: {exc}") from exc
+        container = OmegaConf.to_container(self.cfg, resolve=True)
+        for key in range(self.num):
+            slot = _Slot(key, self.actor_cls.remote(container, self._threads()))
+            self._ping(slot)
+            self.slots.append(slot)
 
-    def _new_actor(self):
-        actor = self.remote_cls.remote(self.cfg_container)
-        self.all_actors.append(actor)
-        return actor
+    def _threads(self) -> int:
+        rt = self.cfg.runtime
+        if rt.num_threads:
+            return int(rt.num_threads)
+        return max(1, math.ceil(float(rt.num_cpus_per_worker)))
+
+    def _ping(self, slot: _Slot) -> None:
+        """Ask the actor to report once it is (again) running its constructor's result: waits through Ray's
+        restarts (``max_task_retries=-1``) and fails only when the actor is dead for good."""
+        slot.state = "starting"
+        slot.ready_ref = slot.actor.ready.options(max_task_retries=-1).remote()
+
+    def _on_ready(self, slot: _Slot) -> None:
+        previous_pid = slot.info.get("pid")
+        try:
+            slot.info = self.ray.get(slot.ready_ref)
+        except self.ray.exceptions.ActorUnavailableError:
+            self._ping(slot)
+            return
+        except Exception as exc:  # dead for good: constructor raised, restarts exhausted, killed
+            slot.state, slot.error, slot.ready_ref = "dead", _first_line(exc), None
+            log.warning("Ray worker %d is gone for good: %s", slot.key, slot.error)
+            return
+        slot.ready_ref = None
+        pid = slot.info.get("pid")
+        if (previous_pid is not None and pid != previous_pid) or (previous_pid is None and slot.info.get("restarted")):
+            slot.restarts += 1  # Ray restarted it (while loading, or after a death the driver saw)
+        slot.state = "idle"
+        slot.error = None
+        self.ever_ready = True
+        log.info("Ray worker %s ready on node %s (%d torch threads)", slot.info.get("worker"),
+                 str(slot.info.get("node"))[:12], slot.info.get("torch_threads", 0))
+
+    # -- panoramas ------------------------------------------------------------------------------------------------
+
+    def _submit(self, slot: _Slot, task: PanoramaTask) -> None:
+        self.attempts[task.index] += 1
+        slot.data_ref = self._shipped(task)
+        slot.task, slot.started, slot.state = task, time.monotonic(), "busy"
+        slot.ref = slot.actor.process.remote(task, slot.data_ref)
+
+    def _shipped(self, task: PanoramaTask):
+        if not self.ship:
+            return None
+        try:
+            size = os.path.getsize(task.image_path)
+            if size > self.ship_max:
+                log.warning("%s (%.0f MiB) is larger than runtime.ship_max_mb: the worker reads it from its path",
+                            task.image_path, size / _MIB)
+                return None
+            data = Path(task.image_path).read_bytes()
+        except OSError:
+            return None  # the worker reports the missing or unreadable file
+        self.shipped += 1
+        return self.ray.put(data)
+
+    def _release(self, slot: _Slot) -> PanoramaTask:
+        task = slot.task
+        slot.task = slot.ref = slot.data_ref = None
+        return task
+
+    def _on_done(self, slot: _Slot, pending: deque) -> TaskResult | None:
+        task = slot.task
+        try:
+            result = self.ray.get(slot.ref)
+        except Exception as exc:
+            self._release(slot)
+            died = not isinstance(exc, self.ray.exceptions.RayTaskError) or isinstance(
+                exc, (self.ray.exceptions.OutOfMemoryError, MemoryError))
+            if died:
+                self.deaths += 1
+                slot.deaths += 1
+                reason = f"worker died ({type(exc).__name__}: {_first_line(exc)})"
+            else:
+                reason = failure_reason(exc)
+            self._clean(task, slot.info.get("tag"))
+            self._ping(slot)  # back to work once Ray has restarted it (immediately if it is alive)
+            return self._retry_or_fail(task, reason, pending)
+        self._release(slot)
+        slot.state = "idle"
+        slot.panoramas += 1
+        result.attempts = self.attempts[task.index]
+        return result
+
+    def _retry_or_fail(self, task: PanoramaTask, reason: str, pending: deque) -> TaskResult | None:
+        n = self.attempts[task.index]
+        if n < self.max_tries:
+            log.warning("%s: %s; retrying on any ready worker (try %d of %d)", task.image_path, reason, n + 1,
+                        self.max_tries)
+            self.retries += 1
+            self.retried.add(task.index)
+            pending.appendleft(task)
+            return None
+        log.error("%s: %s; giving up after %d tries", task.image_path, reason, n)
+        return TaskResult(task.index, task.name, task.image_path, task.output_dir, FAILED, attempts=n,
+                          reason=f"{reason}; gave up after {n} tries")
+
+    def _timeout(self, slot: _Slot, pending: deque) -> TaskResult | None:
+        task, elapsed = slot.task, time.monotonic() - slot.started
+        self.timeouts += 1
+        slot.timeouts += 1
+        self.zombies[slot.ref] = (task, slot.info.get("tag"), slot.info.get("worker"))
+        self._release(slot)
+        with contextlib.suppress(Exception):
+            self.ray.kill(slot.actor, no_restart=False)  # Ray restarts it (within max_worker_restarts)
+        self._ping(slot)
+        return self._retry_or_fail(task, f"timed out after {elapsed:.0f} s (runtime.task_timeout_s)", pending)
+
+    def _clean(self, task: PanoramaTask, tag: str | None, worker: str | None = None) -> None:
+        """Delete what a dead attempt was writing (only its own staging folder: another try may be writing). Ray
+        reports a killed actor dead before its process has exited: on this machine, wait for the process first."""
+        if worker:
+            _wait_for_exit(worker)
+        if tag:
+            remove_staging_of(_staging_parent(task), task.name, tag=tag)
+
+    # -- the loop -------------------------------------------------------------------------------------------------
 
     def run(self, tasks: Sequence[PanoramaTask], on_result: Callable[[TaskResult], None], fail_fast: bool) -> None:
         pending: deque[PanoramaTask] = deque(tasks)
+        self.total = len(tasks)
         stop = False
-        while self.in_flight or (pending and not stop):
-            while pending and not stop and (self.idle or len(self.in_flight) + len(self.idle) < self.num):
-                actor = self.idle.pop() if self.idle else self._new_actor()  # a replacement for a dead one
-                task = pending.popleft()
-                self.attempts[task.index] = self.attempts.get(task.index, 0) + 1
-                self.in_flight[actor.process.remote(task)] = (actor, task)
-            done, _ = self.ray.wait(list(self.in_flight), num_returns=1)
-            for ref in done:
-                result = self._collect(ref, pending)
-                if result is not None:
-                    on_result(result)
-                    stop = stop or (fail_fast and result.status == FAILED)
+        no_worker_since: float | None = None
+        while True:
+            if not stop:
+                for slot in self.slots:
+                    if slot.state == "idle" and pending:
+                        self._submit(slot, pending.popleft())
+            busy = [s for s in self.slots if s.state == "busy"]
+            if not busy and (stop or not pending):
+                break
+            if not busy:  # work left, no worker running it
+                if not any(s.state == "idle" for s in self.slots):
+                    now = time.monotonic()
+                    no_worker_since = no_worker_since or now
+                    alive = [s for s in self.slots if s.state != "dead"]
+                    waited = now - no_worker_since
+                    if not alive or waited > self.start_timeout:
+                        self._give_up(pending, on_result, waited, bool(alive))
+                        break
+            else:
+                no_worker_since = None
+            for result in self._wait(pending):
+                self.finished += 1
+                if result.node:
+                    self.done_per_node[result.node] += 1
+                on_result(result)
+                stop = stop or (fail_fast and result.status == FAILED)
+            self._report()
 
-    def _collect(self, ref, pending: deque) -> TaskResult | None:
-        """The finished task's result; None when its worker died and the task went back into ``pending``."""
-        actor, task = self.in_flight.pop(ref)
-        n = self.attempts[task.index]
-        try:
-            result = self.ray.get(ref)
-            self.idle.append(actor)
-        except self.died_errors as exc:
-            self.deaths += 1
-            _kill(self.ray, actor)
-            remove_staging_of(_staging_parent(task), task.name)
-            if n <= self.max_retries:
-                log.warning("worker died on %s (%s); retrying (attempt %d of %d)", task.image_path,
-                            _first_line(exc), n + 1, self.max_retries + 1)
-                pending.appendleft(task)
-                return None
-            result = TaskResult(task.index, task.name, task.image_path, task.output_dir, FAILED,
-                                reason=f"worker died {n} times ({_first_line(exc)})")
-        result.attempts = n
-        return result
+    def _wait(self, pending: deque) -> list[TaskResult]:
+        refs = {}
+        for s in self.slots:
+            if s.state == "starting" and s.ready_ref is not None:
+                refs[s.ready_ref] = s
+            elif s.state == "busy":
+                refs[s.ref] = s
+        for ref in self.zombies:
+            refs[ref] = None
+        now = time.monotonic()
+        deadlines = [s.started + self.task_timeout - now for s in self.slots if s.state == "busy"]
+        timeout = max(0.0, min([_POLL_S, *deadlines]))
+        done, _ = self.ray.wait(list(refs), num_returns=1, timeout=timeout, fetch_local=False) if refs else ([], [])
+        results = []
+        for ref in done:
+            slot = refs[ref]
+            if slot is None:
+                task, tag, worker = self.zombies.pop(ref)
+                with contextlib.suppress(Exception):
+                    self.ray.get(ref)
+                    continue  # it finished after all: its outputs are committed, nothing to clean
+                self._clean(task, tag, worker)
+            elif slot.state == "starting":
+                self._on_ready(slot)
+            else:
+                result = self._on_done(slot, pending)
+                if result is not None:
+                    results.append(result)
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.state == "busy" and now - slot.started > self.task_timeout:
+                result = self._timeout(slot, pending)
+                if result is not None:
+                    results.append(result)
+        return results
+
+    def _give_up(self, pending: deque, on_result, waited: float, alive: bool) -> None:
+        errors = sorted({s.error for s in self.slots if s.error})
+        why = "; ".join(errors) or "no reason given by Ray"
+        if not self.ever_ready:
+            self.stop()
+            if alive:
+                raise RayRuntimeError(
+                    f"no Ray worker started within {waited:.0f} s (runtime.start_timeout_s): the cluster cannot place "
+                    f"a worker of {self.base_info['cpus_per_worker']} CPUs and {self.base_info['gpus_per_worker']} "
+                    f"GPUs, or loading the models takes longer")
+            raise RayRuntimeError(f"Ray workers could not start: {why}")
+        reason = (f"no Ray worker left ({why})" if not alive else
+                  f"no Ray worker ready for {waited:.0f} s (runtime.start_timeout_s): nodes lost or busy")
+        log.error("%s; %d panoramas not done", reason, len(pending))
+        while pending:
+            task = pending.popleft()
+            self.finished += 1
+            on_result(TaskResult(task.index, task.name, task.image_path, task.output_dir, FAILED,
+                                 attempts=self.attempts[task.index], reason=reason))
+
+    # -- reporting ------------------------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        states = Counter(s.state for s in self.slots)
+        nodes: dict[str, dict] = {}
+        for s in self.slots:
+            node = s.info.get("node")
+            if node:
+                entry = nodes.setdefault(node, {"workers": 0, "done": 0})
+                entry["workers"] += 1
+        for node, n in self.done_per_node.items():
+            nodes.setdefault(node, {"workers": 0, "done": 0})["done"] = n
+        return {
+            **self.base_info,
+            "workers_ready": states["idle"] + states["busy"],
+            "workers_starting": states["starting"],
+            "workers_dead": states["dead"],
+            "running": states["busy"],
+            "done": self.finished,
+            "retried": len(self.retried),
+            "retries": self.retries,
+            "worker_deaths": self.deaths,
+            "worker_restarts": sum(s.restarts for s in self.slots),
+            "timeouts": self.timeouts,
+            "inputs_shipped": self.shipped,
+            "done_per_node": dict(self.done_per_node),
+            "nodes": nodes,
+            "worker_details": [s.describe() for s in self.slots],
+        }
+
+    def _report(self, force: bool = False) -> None:
+        info = self.info()
+        if self.on_status is not None:
+            self.on_status(info)
+        now = time.monotonic()
+        if force or now - self._last_log >= self.progress_interval:
+            self._last_log = now
+            per_node = ", ".join(f"{n[:12]} {c}" for n, c in sorted(self.done_per_node.items())) or "-"
+            log.info("Ray: %d/%d done, %d running, %d retried, %d workers ready, %d starting; done per node: %s",
+                     info["done"], self.total, info["running"], info["retried"], info["workers_ready"],
+                     info["workers_starting"], per_node)
 
     def stop(self) -> None:
-        """Kill every actor; after an interrupt, wait for them and delete what they were writing."""
-        for actor in self.all_actors:
-            _kill(self.ray, actor)
-        if self.in_flight:
-            self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=30)
-            for _, task in self.in_flight.values():
-                remove_staging_of(_staging_parent(task), task.name)
+        """Kill every actor; delete what in-flight calls were writing (after an interrupt or at the end)."""
+        inflight = {s.ref: (s.task, s.info.get("tag"), s.info.get("worker")) for s in self.slots if s.state == "busy"}
+        inflight.update(self.zombies)
+        for slot in self.slots:
+            with contextlib.suppress(Exception):
+                self.ray.kill(slot.actor, no_restart=True)
+        if inflight:
+            with contextlib.suppress(Exception):
+                self.ray.wait(list(inflight), num_returns=len(inflight), timeout=10)
+            for task, tag, worker in inflight.values():
+                self._clean(task, tag, worker)
+        self.zombies.clear()
 
 
 def run_ray(
@@ -200,6 +545,7 @@ def run_ray(
     tasks: Sequence[PanoramaTask],
     on_result: Callable[[TaskResult], None],
     fail_fast: bool = False,
+    on_status: Callable[[dict], None] | None = None,
 ) -> dict:
     """Process ``tasks`` on Ray actors (see module docstring); ``on_result`` is called on the driver for each.
 
@@ -208,36 +554,40 @@ def run_ray(
     if not tasks:
         return {"runtime": "ray", "workers": 0}
     ray = _ray()
-    from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
-
     rt = cfg.runtime
-    max_retries = int(rt.max_retries)
-    if max_retries < 0:
-        raise RayRuntimeError(f"runtime.max_retries must be >= 0, got {max_retries}")
+    for key in ("max_retries", "max_worker_restarts"):
+        if int(rt[key]) < 0:
+            raise RayRuntimeError(f"runtime.{key} must be >= 0, got {rt[key]}")
+    if rt.task_timeout_s is not None and float(rt.task_timeout_s) <= 0:
+        raise RayRuntimeError(f"runtime.task_timeout_s must be > 0 or null, got {rt.task_timeout_s}")
+    if str(rt.ship_inputs) not in ("auto", "True", "False"):
+        raise RayRuntimeError(f"runtime.ship_inputs must be auto, true or false, got {rt.ship_inputs!r}")
     started = _connect_keeping_sigterm(rt)
-    dispatcher = None
+    pool = None
     try:
         num, cpus, gpus = _plan_workers(rt, ray.cluster_resources(), len(tasks))
-        remote_cls = ray.remote(_RayPanoramaWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0)
-        dispatcher = _Dispatcher(ray, remote_cls, OmegaConf.to_container(cfg, resolve=True), num, max_retries,
-                                 (RayActorError, WorkerCrashedError, ObjectLostError))
-        dispatcher.start()
-        dispatcher.run(tasks, on_result, fail_fast)
-        return {"runtime": "ray", "workers": num, "cpus_per_worker": cpus, "gpus_per_worker": gpus,
-                "worker_deaths": dispatcher.deaths, "address": rt.address}
+        fits_now = _fits(ray.available_resources(), cpus, gpus)
+        alive_nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if num > fits_now:
+            log.warning("%d Ray workers planned (runtime.num_workers=%s, at most one per panorama) but the cluster has "
+                        "room for %d of %g CPUs and %g GPUs now: starting with those; the others join when resources "
+                        "free up", num, rt.num_workers, fits_now, cpus, gpus)
+        actor_cls = ray.remote(_RayPanoramaWorker).options(
+            num_cpus=cpus, num_gpus=gpus, max_restarts=int(rt.max_worker_restarts), max_task_retries=0)
+        base = {"runtime": "ray", "address": rt.address, "workers": num, "workers_placeable_at_start": min(num, fits_now),
+                "cpus_per_worker": cpus, "gpus_per_worker": gpus, "cluster_nodes": len(alive_nodes),
+                "driver_node_ip": ray.util.get_node_ip_address(),
+                "max_tries": int(rt.max_retries) + 1, "task_timeout_s": rt.task_timeout_s}
+        pool = _Pool(ray, actor_cls, cfg, num, on_status, base)
+        ship = rt.ship_inputs
+        pool.ship = len(alive_nodes) > 1 if str(ship) == "auto" else bool(ship)
+        base["ship_inputs"] = pool.ship
+        pool.start()
+        pool.run(tasks, on_result, fail_fast)
+        pool._report(force=True)
+        return pool.info()
     finally:
-        if dispatcher is not None:
-            dispatcher.stop()
+        if pool is not None:
+            pool.stop()
         if started:
             ray.shutdown()
-
-
-def _staging_parent(task: PanoramaTask) -> str:
-    return task.output_dir if task.into_existing else str(Path(task.output_dir).parent)
-
-
-def _kill(ray, actor) -> None:
-    try:
-        ray.kill(actor, no_restart=True)
-    except Exception:  # already gone
-        pass

@@ -142,10 +142,17 @@ def remove_stale_staging(folder: str | os.PathLike) -> list[Path]:
     return stale
 
 
-def remove_staging_of(folder: str | os.PathLike, name: str) -> None:
-    """Delete the staging folders of one panorama ``name`` (any host/pid) in ``folder``."""
+def remove_staging_of(folder: str | os.PathLike, name: str, tag: str | None = None) -> None:
+    """Delete the staging folders of one panorama ``name`` in ``folder``: those of every process, or only the one of
+    the process whose :func:`staging_tag` is ``tag``."""
     folder = Path(folder)
     prefix = ".partial-" if name == "" else f".{name}.partial-"
+    if tag is not None:
+        prefix += tag
+        path = folder / prefix
+        if path.exists():
+            _remove(path)
+        return
     if folder.is_dir():
         for p in folder.iterdir():
             if p.name.startswith(prefix):

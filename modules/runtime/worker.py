@@ -1,21 +1,32 @@
 """One panorama end to end inside a worker: read, run the pipeline, write the outputs atomically, report.
 
 The same :class:`PanoramaWorker` runs in the local process and inside every Ray actor, so both paths produce the same
-files. A worker builds its pipeline (and loads its models) once and reuses it for every panorama it is given.
+files (byte for byte at the same torch thread count; meta.json records the count as ``torch_threads``). A worker
+builds its pipeline (and loads its models) once and reuses it for every panorama it is given.
+
+:meth:`PanoramaWorker.process_stream` overlaps the three stages of consecutive panoramas: a reader thread decodes up
+to ``prefetch`` panoramas ahead and a writer thread writes the previous panorama's files while the pipeline runs on
+the current one (the local executor uses it; ``runtime.prefetch: 0`` runs the stages one after the other).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import tempfile
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
+import torch
 from omegaconf import DictConfig
 
-from ..dataset.io import load_panorama
+from ..dataset.io import InputError, load_panorama
 from ..errors import UserError
 from ..export.outputs import write_panorama_outputs
 from ..pipeline import build_pipeline
@@ -54,9 +65,10 @@ class PanoramaTask:
 
 @dataclass
 class TaskResult:
-    """Outcome of one panorama. ``status``: ok | skipped | failed | not run; ``seconds``: wall time of its last
-    attempt (read + pipeline + writing); ``attempts``: how many workers it was given to; ``user_error``: the failure
-    is a problem with the input or setup (a :class:`UserError`), not a bug or a crash."""
+    """Outcome of one panorama. ``status``: ok | skipped | failed | not run; ``seconds``: time of its last attempt
+    (read + pipeline + writing); ``attempts``: how many workers it was given to; ``user_error``: the failure is a
+    problem with the input or setup (a :class:`UserError`), not a bug or a crash; ``worker`` / ``node``: who ran
+    the last attempt (``host:pid``, the Ray node id)."""
 
     index: int
     name: str
@@ -67,6 +79,7 @@ class TaskResult:
     seconds: float = 0.0
     attempts: int = 0
     worker: str | None = None
+    node: str | None = None
     user_error: bool = False
 
     def as_dict(self) -> dict:
@@ -90,37 +103,160 @@ class PanoramaWorker:
     Args:
         cfg: the composed, resolved config (``runtime``, ``dataset.min_height`` and every stage group are read).
         predictor: an already loaded predictor to reuse (optional).
+        propagate: exception types that are not turned into a failed result but raised to the caller (the Ray
+            executor passes out-of-memory errors: the panorama is retried on another worker).
     """
 
-    def __init__(self, cfg: DictConfig, predictor=None):
+    def __init__(self, cfg: DictConfig, predictor=None, propagate: tuple[type[BaseException], ...] = ()):
         self.cfg = cfg
         self.pipeline = build_pipeline(cfg, predictor)
         self.id = worker_id()
+        self.propagate = tuple(propagate)
 
-    def process(self, task: PanoramaTask) -> TaskResult:
-        """Run one panorama. Errors become a failed result (never raised); interrupts propagate after cleanup."""
+    # -- the three stages -------------------------------------------------------------------------------------
+
+    def read(self, task: PanoramaTask, data: bytes | None = None) -> torch.Tensor:
+        """Decode the input: from ``data`` (its bytes, shipped by the driver) when given, else from its path."""
+        min_height = int(self.cfg.dataset.min_height)
+        if data is None:
+            return load_panorama(task.image_path, min_height=min_height)
+        with tempfile.TemporaryDirectory(prefix="immersivedepth-in-") as tmp:
+            local = Path(tmp) / Path(task.image_path).name
+            local.write_bytes(data)
+            try:
+                return load_panorama(local, min_height=min_height)
+            except InputError as exc:  # name the file the user gave, not the temporary copy
+                raise InputError(task.image_path, exc.problem) from None
+
+    def compute(self, task: PanoramaTask, rgb: torch.Tensor):
+        return self.pipeline.run(rgb, task.image_path)
+
+    def write(self, task: PanoramaTask, rgb: torch.Tensor, out, shipped: bool = False) -> dict:
+        """Write the outputs all-or-nothing (:func:`~modules.runtime.staging.staged_output`); returns meta.json."""
+        extra = {
+            "predictor": self.pipeline.predictor.describe(),
+            "complete": True,
+            "fingerprint": task.fingerprint,
+            "torch_threads": torch.get_num_threads(),
+            "batch": {"name": task.name, "input_fingerprint": task.input_fingerprint, "worker": self.id,
+                      "input_shipped": shipped},
+        }
+        with staged_output(Path(task.output_dir), into_existing=task.into_existing) as staging:
+            meta = write_panorama_outputs(staging, rgb, out, self.cfg, task.image_path, extra)
+        t = meta["timings"]
+        level = logging.INFO if task.into_existing else logging.DEBUG  # one line per panorama only for one
+        log.log(level, "wrote %s (network %.2f s, other stages %.2f s)", task.output_dir, t["network"],
+                t["non_network_total"])
+        return meta
+
+    # -- one panorama, or a stream of them ----------------------------------------------------------------------
+
+    def _new_result(self, task: PanoramaTask) -> TaskResult:
+        return TaskResult(task.index, task.name, task.image_path, task.output_dir, OK, attempts=1, worker=self.id)
+
+    def _fail(self, result: TaskResult, exc: Exception) -> TaskResult:
+        if self.propagate and isinstance(exc, self.propagate):
+            raise exc
+        result.status, result.reason, result.user_error = FAILED, failure_reason(exc), isinstance(exc, UserError)
+        if isinstance(exc, UserError):
+            log.warning("%s", result.reason)
+        else:
+            log.warning("%s failed", result.image_path, exc_info=exc)
+        return result
+
+    def process(self, task: PanoramaTask, data: bytes | None = None) -> TaskResult:
+        """Run one panorama. Errors become a failed result (never raised, except ``propagate``); interrupts
+        propagate after cleanup. ``data``: the input's bytes when the driver shipped them."""
         start = time.perf_counter()
-        result = TaskResult(task.index, task.name, task.image_path, task.output_dir, OK, attempts=1, worker=self.id)
+        result = self._new_result(task)
         try:
-            rgb = load_panorama(task.image_path, min_height=int(self.cfg.dataset.min_height))
-            out = self.pipeline.run(rgb, task.image_path)
-            extra = {
-                "predictor": self.pipeline.predictor.describe(),
-                "complete": True,
-                "fingerprint": task.fingerprint,
-                "batch": {"name": task.name, "input_fingerprint": task.input_fingerprint, "worker": self.id},
-            }
-            with staged_output(Path(task.output_dir), into_existing=task.into_existing) as staging:
-                meta = write_panorama_outputs(staging, rgb, out, self.cfg, task.image_path, extra)
-            t = meta["timings"]
-            level = logging.INFO if task.into_existing else logging.DEBUG  # one line per panorama only for one
-            log.log(level, "wrote %s (network %.2f s, other stages %.2f s)", task.output_dir, t["network"],
-                    t["non_network_total"])
+            rgb = self.read(task, data)
+            self.write(task, rgb, self.compute(task, rgb), shipped=data is not None)
         except Exception as exc:  # one bad panorama must not stop the others
-            result.status, result.reason, result.user_error = FAILED, failure_reason(exc), isinstance(exc, UserError)
-            if isinstance(exc, UserError):
-                log.warning("%s", result.reason)
-            else:
-                log.warning("%s failed", task.image_path, exc_info=True)
+            self._fail(result, exc)
         result.seconds = time.perf_counter() - start
         return result
+
+    def process_stream(self, tasks: Iterable[PanoramaTask], on_result: Callable[[TaskResult], None],
+                       prefetch: int = 1, stop: Callable[[TaskResult], bool] = lambda r: False) -> None:
+        """Process ``tasks`` in order, calling ``on_result`` once each panorama is written (or failed).
+
+        With ``prefetch`` >= 1 a reader thread decodes up to ``prefetch`` panoramas ahead and a writer thread writes
+        one panorama while the next is computed; 0 runs everything in this thread. ``stop(result)`` True ends the
+        stream after that result (fail fast). On an interrupt the panorama being written is finished and reported
+        (it is committed on disk), the one being computed is dropped, and the interrupt propagates.
+        """
+        if prefetch <= 0:
+            for task in tasks:
+                result = self.process(task)
+                on_result(result)
+                if stop(result):
+                    return
+            return
+        tasks = iter(tasks)
+        reads: deque[tuple[PanoramaTask, Future]] = deque()
+        writing: tuple[TaskResult, Future, float] | None = None
+        reader = ThreadPoolExecutor(1, thread_name_prefix="panorama-read")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="panorama-write")
+
+        def timed(fn, *args):
+            start = time.perf_counter()
+            return fn(*args), time.perf_counter() - start
+
+        def fill() -> None:
+            while len(reads) < prefetch:
+                task = next(tasks, None)
+                if task is None:
+                    return
+                reads.append((task, reader.submit(timed, self.read, task)))
+
+        def finish_write() -> bool:
+            """Wait for the panorama being written, report it; True when the stream must stop."""
+            nonlocal writing
+            if writing is None:
+                return False
+            result, future, seconds = writing
+            writing = None
+            try:
+                _, t_write = future.result()
+                result.seconds = seconds + t_write
+            except Exception as exc:
+                self._fail(result, exc)
+                result.seconds = seconds
+            on_result(result)
+            return stop(result)
+
+        try:
+            fill()
+            while reads:
+                task, future = reads.popleft()
+                result = self._new_result(task)
+                start = time.perf_counter()
+                try:
+                    rgb, t_read = future.result()
+                    fill()
+                    out = self.compute(task, rgb)
+                    seconds = t_read + time.perf_counter() - start
+                except Exception as exc:
+                    fill()
+                    self._fail(result, exc)
+                    result.seconds = time.perf_counter() - start
+                    if finish_write():
+                        return
+                    on_result(result)
+                    if stop(result):
+                        return
+                    continue
+                if finish_write():
+                    return
+                writing = (result, writer.submit(timed, self.write, task, rgb, out), seconds)
+            finish_write()
+        except BaseException:
+            for _, future in reads:
+                future.cancel()
+            with contextlib.suppress(Exception):
+                finish_write()  # committed (or failed) on disk: report it before the interrupt propagates
+            raise
+        finally:
+            reader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
