@@ -70,16 +70,10 @@ class FileOptions:
 
 
 @dataclass(frozen=True)
-class SplatOptions:
-    """3DGS splat PLY (``splats.ply``); see splats.py for the meaning of each value."""
+class SplatOptions(SplatStyle):
+    """3DGS splat PLY (``splats.ply``): ``enabled`` and the :class:`~modules.export.splats.SplatStyle` values."""
 
     enabled: bool = False
-    stride: int = 1
-    footprint_scale: float = 0.5
-    thickness_ratio: float = 0.05
-    min_opacity: float = 0.1
-    max_opacity: float = 0.95
-    axes: str = "opencv"
 
 
 @dataclass(frozen=True)
