@@ -43,7 +43,7 @@ from .mesh_io import (
 )
 from .pointcloud import erp_points, process_point_cloud, write_point_cloud_ply
 from .scale import ScaleResult, metric_scale
-from .splats import erp_splats, write_splats_ply
+from .splats import erp_splats, write_splats_ply, write_splats_web
 
 __all__ = [
     "RunDirectoryError",
@@ -111,14 +111,18 @@ class FileOptions:
 
 @dataclass(frozen=True)
 class SplatOptions:
-    """3DGS splat PLY (``splats.ply``); see splats.py for the meaning of each value."""
+    """3DGS splats: ``splats.ply`` (``sh_degree`` 0..3) and, in ``formats``, the compact web format
+    ``splats.splat``; see splats.py for the meaning of each value."""
 
     enabled: bool = False
+    formats: tuple[str, ...] = ("ply", "splat")
+    sh_degree: int = 0
     stride: int = 1
-    footprint_scale: float = 0.5
+    footprint_scale: float = 1.0
     thickness_ratio: float = 0.05
     min_opacity: float = 0.1
     max_opacity: float = 0.95
+    confidence_opacity: bool = False
     axes: str = "opencv"
 
 
@@ -363,11 +367,13 @@ def export_dense_assets(
             always glTF, splats have their own ``splats.axes``).
     Returns:
         :class:`DenseExportResult`; ``files`` keys: mesh_ply, mesh_obj, mesh_mtl, mesh_texture, mesh_glb,
-        mesh_fbx, splats_ply, points_ply, preview_*.
+        mesh_fbx, splats_ply, splats_splat, points_ply, preview_*.
     """
     mo, fo = options_from(MeshOptions, mesh), options_from(FileOptions, files)
     so, po = options_from(SplatOptions, splats), options_from(PointCloudOptions, point_cloud)
     vo, sc = options_from(PreviewOptions, previews), options_from(ScaleOptions, scale)
+    if not set(so.formats) <= {"ply", "splat"}:
+        raise ValueError(f"unknown splat format(s) {sorted(set(so.formats) - {'ply', 'splat'})}; expected ply, splat")
     bad = sorted((set(fo.formats) | set(fo.verify)) - set(MESH_FORMATS))
     if bad:
         raise ValueError(f"unknown mesh format(s) {bad}; expected some of {MESH_FORMATS}")
@@ -410,10 +416,13 @@ def export_dense_assets(
     if so.enabled:
         if rgb is None:
             raise ValueError("splats need colours: no rgb given (and none found for the run directory)")
-        sp = erp_splats(d, rgb, confidence, stride=so.stride, footprint_scale=so.footprint_scale,
+        sp = erp_splats(d, rgb, confidence if so.confidence_opacity else None, stride=so.stride, footprint_scale=so.footprint_scale,
                         thickness_ratio=so.thickness_ratio, min_opacity=so.min_opacity, max_opacity=so.max_opacity,
                         axes=so.axes)
-        written["splats_ply"] = write_splats_ply(out_dir / "splats.ply", sp)
+        if "ply" in so.formats:
+            written["splats_ply"] = write_splats_ply(out_dir / "splats.ply", sp, sh_degree=so.sh_degree)
+        if "splat" in so.formats:
+            written["splats_splat"] = write_splats_web(out_dir / "splats.splat", sp)
         stats["splats"] = sp.num_splats
     if po.enabled:
         pts, cols = erp_points(d, rgb, stride=po.stride)
