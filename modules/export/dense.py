@@ -41,7 +41,7 @@ from .mesh_io import (
     write_mesh_ply,
     write_texture,
 )
-from .pointcloud import erp_points, process_point_cloud, write_point_cloud_ply
+from .pointcloud import erp_outlier_mask, erp_points, process_point_cloud, write_point_cloud_ply
 from .scale import ScaleResult, metric_scale
 from .splats import erp_splats, write_splats_ply, write_splats_web
 
@@ -128,11 +128,14 @@ class SplatOptions:
 
 @dataclass(frozen=True)
 class PointCloudOptions:
-    """Cleaned point cloud (``points.ply``); see pointcloud.process_point_cloud."""
+    """Cleaned point cloud (``points.ply``): ``outlier_max_residual`` (None: off) drops isolated wrong distances on
+    the ERP grid (pointcloud.erp_outlier_mask), then pointcloud.process_point_cloud (statistical outlier removal,
+    off by default: it drops accurate points at corners and far walls, voxel downsampling, normals)."""
 
     enabled: bool = False
     stride: int = 1
-    sor_neighbors: int | None = 20
+    outlier_max_residual: float | None = 0.03
+    sor_neighbors: int | None = None
     sor_std_ratio: float = 2.0
     voxel_size: float | None = None
     normals: bool = True
@@ -425,7 +428,12 @@ def export_dense_assets(
             written["splats_splat"] = write_splats_web(out_dir / "splats.splat", sp)
         stats["splats"] = sp.num_splats
     if po.enabled:
-        pts, cols = erp_points(d, rgb, stride=po.stride)
+        d_pc = d
+        if po.outlier_max_residual is not None:
+            outliers = erp_outlier_mask(d, po.outlier_max_residual)
+            d_pc = torch.where(outliers, torch.full_like(d, float("nan")), d)
+            stats["point_outliers"] = int(outliers.sum())
+        pts, cols = erp_points(d_pc, rgb, stride=po.stride)
         pts, cols, normals = process_point_cloud(
             pts, cols, sor_neighbors=po.sor_neighbors, sor_std_ratio=po.sor_std_ratio, voxel_size=po.voxel_size,
             normals=po.normals, normal_radius=po.normal_radius, normal_max_nn=po.normal_max_nn)
