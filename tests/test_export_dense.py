@@ -13,7 +13,7 @@ from modules.export.dense import MeshOptions, export_dense_assets
 from modules.export.run_dir import RunDirectoryError, load_run_distance
 from modules.export.mesh_files import FileOptions
 from modules.export.mesh_io import assimp_read, read_ply
-from modules.export.splats import read_splats_ply
+from modules.export.splats import read_splats_ply, read_splats_web
 from modules.geometry.erp_maps import InvalidDistanceError
 from modules.geometry.spherical import erp_directions
 
@@ -89,7 +89,8 @@ def test_export_all_assets_from_run(tmp_path):
         files={"verify": ["ply", "obj", "glb", "fbx"]},
     )
     assert res.scale.factor == pytest.approx(2.0, rel=0.01) and res.scale.info["units"] == "metres"
-    expected = {"mesh_ply", "mesh_obj", "mesh_mtl", "mesh_texture", "mesh_glb", "mesh_fbx", "splats_ply", "points_ply"}
+    expected = {"mesh_ply", "mesh_obj", "mesh_mtl", "mesh_texture", "mesh_glb", "mesh_fbx", "splats_ply",
+                "splats_splat", "points_ply"}
     assert set(res.files) == expected and all(p.is_file() for p in res.files.values())
     n_valid = H * W - 8
     ply = read_ply(res.files["mesh_ply"])
@@ -104,8 +105,16 @@ def test_export_all_assets_from_run(tmp_path):
         assert info.num_unique_positions == n_valid + 2
     assert set(res.stats["read_back"]) == {"mesh_ply", "mesh_obj", "mesh_glb", "mesh_fbx"}
     splats = read_splats_ply(res.files["splats_ply"])
-    assert len(splats["x"]) == n_valid
+    assert len(splats["x"]) == n_valid and "f_rest_0" not in splats  # SH degree 0 by default
+    assert np.allclose(1 / (1 + np.exp(-splats["opacity"])), 0.95, atol=1e-5)  # opaque: confidence not used
+    web = read_splats_web(res.files["splats_splat"])
+    assert len(web["means"]) == n_valid and res.files["splats_splat"].stat().st_size == 32 * n_valid
+    res2 = export_dense_assets(loaded.distance, loaded.rgb, tmp_path / "out2", loaded.confidence,
+                               files={"formats": []}, splats={"enabled": True, "confidence_opacity": True,
+                                                              "sh_degree": 3, "formats": ["ply"]})
+    splats = read_splats_ply(res2.files["splats_ply"])
     assert np.allclose(1 / (1 + np.exp(-splats["opacity"])), 0.1 + 0.85 * 0.5, atol=1e-5)
+    assert "f_rest_44" in splats and "splats_splat" not in res2.files
     assert read_ply(res.files["points_ply"])["elements"]["vertex"] == res.stats["points"] > 0
     assert not any(".part" in p.name for p in out.iterdir())
 

@@ -200,3 +200,17 @@ def test_auto_without_metric_weights_falls_back_and_network_names_the_download(c
     chain = [err.value, err.value.__cause__, getattr(err.value.__cause__, "__cause__", None)]
     assert any(isinstance(e, WeightsNotFoundError) for e in chain) or "tools.download_checkpoints" in str(err.value)
     assert "--predictor depth_pro" in str(err.value)
+
+
+def test_equirect_baseline_takes_the_network_scale_too(compose_cfg, tiny_scene, tmp_path):
+    cfg = _synthetic_metric_cfg(compose_cfg, tmp_path, 0, ["mode=equirect", "scale.method=network",
+                                                           "predictor.corruption.scale_range=[1,1]",
+                                                           "predictor.corruption.shift_range=[0,0]"])
+    from modules.modes.equirect import build_equirect
+
+    result = build_equirect(cfg).run(load_panorama(tiny_scene), str(tiny_scene))
+    truth = torch.from_numpy(np.load(tiny_scene.with_name("distance.npy")))
+    info = result.info["scale"]
+    assert info["method"] == "network" and info["views"] == 20
+    # uncorrupted inverse distance as the shape: the metric views' scale puts it in metres
+    assert float((result.distance / truth).median()) == pytest.approx(1.0, abs=0.05)

@@ -97,7 +97,8 @@ def test_predict_writes_all_outputs(tiny_scene, tmp_path):
     out = tmp_path / "run"
     proc = run_cli([f"dataset.image_path={tiny_scene}", f"hydra.run.dir={out}", *FAST], tmp_path, in_process=False)
     assert proc.returncode == 0, proc.stderr
-    for name in ["distance.npy", "distance.png", "distance_preview.png", "confidence.npy", "pointcloud.ply", "meta.json"]:
+    for name in ["distance.npy", "distance.png", "distance_preview.png", "confidence.npy", "pointcloud.ply", "meta.json",
+                 "distance.exr", "points.exr", "normal.png", "normal.exr", "mask.png"]:
         assert (out / name).is_file(), name
     assert not list(out.glob(".*.part*")), "temporary files left behind"
     distance = np.load(out / "distance.npy")

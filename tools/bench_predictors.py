@@ -26,6 +26,7 @@ import torch
 from modules.export.atomic import atomic_write_text
 from modules.geo_predictors.base import DepthPredictor
 from modules.geo_predictors.depth_anything import DEPTH_ANYTHING_V2_VARIANTS, DepthAnythingV2Predictor
+from modules.geo_predictors.depth_pro import DEPTH_PRO_VARIANTS, DepthProPredictor
 from modules.geo_predictors.hf_predictor import HFDepthPredictor
 from modules.geo_predictors.joint import JointPredictor
 from modules.geo_predictors.midas import MIDAS_VARIANTS, MidasPredictor
@@ -34,8 +35,13 @@ DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "pre_checkpoints"
 PREDICTORS: dict[str, type[HFDepthPredictor]] = {
     "midas_v31": MidasPredictor,
     "depth_anything_v2": DepthAnythingV2Predictor,
+    "depth_pro": DepthProPredictor,
 }
-ALL = [f"midas_v31:{v}" for v in MIDAS_VARIANTS] + [f"depth_anything_v2:{v}" for v in DEPTH_ANYTHING_V2_VARIANTS]
+ALL = (
+    [f"midas_v31:{v}" for v in MIDAS_VARIANTS]
+    + [f"depth_anything_v2:{v}" for v in DEPTH_ANYTHING_V2_VARIANTS]
+    + [f"depth_pro:{v}" for v in DEPTH_PRO_VARIANTS]
+)
 DEFAULT = ["midas_v31:swin2_tiny_256", "depth_anything_v2:small"]
 
 

@@ -36,7 +36,7 @@ from .mesh_files import (
     check_formats,
     write_mesh_assets,
 )
-from .pointcloud import erp_points
+from .pointcloud import erp_outlier_mask, erp_points
 from .splats import erp_splats
 
 __all__ = [
@@ -115,7 +115,7 @@ def export_dense_assets(
             always glTF, splats have their own ``splats.axes``).
     Returns:
         :class:`DenseExportResult`; ``files`` keys: mesh_ply, mesh_obj, mesh_mtl, mesh_texture, mesh_glb,
-        mesh_fbx, splats_ply, points_ply, preview_*.
+        mesh_fbx, splats_ply, splats_splat, points_ply, preview_*.
     """
     mo, fo = options_from(MeshOptions, mesh), options_from(FileOptions, files)
     so, po = options_from(SplatOptions, splats), options_from(PointCloudOptions, point_cloud)
@@ -128,11 +128,18 @@ def export_dense_assets(
     scaled, scale_result = sc(distance, generator)
     d = torch.where(valid, scaled, torch.full_like(distance, float("nan")))
     m = _build_mesh(d, rgb, mo)
+    d_points, outliers = d, None
+    if po.enabled and po.outlier_max_residual is not None:
+        outliers = erp_outlier_mask(d, po.outlier_max_residual)
+        d_points = torch.where(outliers, torch.full_like(d, float("nan")), d)
     written, stats = write_mesh_assets(
         out_dir, m, files=fo, splats=so, point_cloud=po, previews=vo, texture=rgb,
-        make_splats=None if rgb is None else lambda style: erp_splats(d, rgb, confidence, **asdict(style)),
-        sample_points=lambda stride: erp_points(d, rgb, stride=stride), preview_map=d,
+        make_splats=None if rgb is None else lambda style: erp_splats(
+            d, rgb, confidence if so.confidence_opacity else None, **asdict(style)),
+        sample_points=lambda stride: erp_points(d_points, rgb, stride=stride), preview_map=d,
         camera_yfov_deg=90.0, axes=axes, what="the run directory")
+    if outliers is not None:
+        stats["point_outliers"] = int(outliers.sum())
     stats = {"mesh_vertices": m.num_vertices, "mesh_faces": m.num_faces, "invalid_pixels": int((~valid).sum()),
              **stats}
     return DenseExportResult(written, scale_result, stats)

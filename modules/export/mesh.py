@@ -12,7 +12,12 @@ Topology of :func:`erp_grid_mesh` (pure torch):
   corners with the closer distances (or the one that keeps a triangle when a corner is invalid);
 * one vertex at each pole (distance: median over the first / last row of the points' component along the
   pole's axis, exact for a floor or ceiling) fanned to that row;
-* triangles across depth discontinuities are cut (see :func:`discontinuity_mask`);
+* triangles across depth discontinuities are cut (see :func:`discontinuity_mask`); with ``skirt`` (default) each
+  cut triangle is replaced by a copy on its far layer: its near corners move back along their own rays to the
+  far corner's distance, so the background continues under the foreground's edge up to the foreground's pixel
+  centres. From the capture point the 1-pixel crack along every depth edge is closed, and no triangle spans the
+  discontinuity (the skirt is hidden behind the foreground from there; elsewhere it is a 1-pixel band of
+  background);
 * every triangle is wound so that its normal (right-hand rule) points towards the camera: the surfaces are
   seen from the inside, and a renderer with back-face culling shows the interior from outside.
 """
@@ -34,6 +39,7 @@ __all__ = [
     "erp_grid_mesh",
     "perspective_grid_mesh",
     "discontinuity_mask",
+    "skirt_triangles",
     "remove_unreferenced_vertices",
     "mesh_edges",
     "boundary_edges",
@@ -160,6 +166,53 @@ def discontinuity_mask(
     return cut
 
 
+def _edge_stretch(p: Tensor, q: Tensor) -> Tensor:
+    """Edge length over the arc on a sphere around the camera (see :func:`discontinuity_mask`). [..., 3] -> [...]."""
+    angle = torch.atan2(torch.linalg.cross(p, q, dim=-1).norm(dim=-1), (p * q).sum(-1))
+    arc = torch.minimum(p.norm(dim=-1), q.norm(dim=-1)) * angle
+    return (p - q).norm(dim=-1) / arc.clamp_min(torch.finfo(p.dtype).tiny)
+
+
+def skirt_triangles(
+    vertices: Tensor, faces: Tensor, max_edge_stretch: float, colours: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Far-layer copies of triangles cut at depth discontinuities (camera at the origin).
+
+    For each triangle, its farthest corner defines the far layer; corners whose edge to it stretches more than
+    ``max_edge_stretch`` (the near layer; 1.0: every corner but the farthest) are replaced by new vertices on their own rays at the far corner's
+    distance (coloured like the far corner). New vertices are shared between triangles when they coincide.
+
+    Args:
+        vertices: [V, 3]; faces: [C, 3] the cut triangles; colours: optional [V, 3].
+    Returns:
+        new vertices [N, 3], triangles [C, 3] indexing ``cat(vertices, new vertices)``, new colours [N, 3] or None.
+    """
+    p = vertices[faces]  # [C, 3, 3]
+    r = p.norm(dim=-1)
+    far = r.argmax(dim=1)
+    rows = torch.arange(faces.shape[0], device=faces.device)
+    p_far = p[rows, far]  # [C, 3]
+    near = _edge_stretch(p, p_far[:, None].expand_as(p)) > max_edge_stretch  # the far corner itself: 0 / 0 -> False
+    near[rows, far] = False
+    key_vertex = faces[near]  # [K]
+    key_dist = r[rows, far][:, None].expand_as(r)[near]  # [K]
+    if key_vertex.numel() == 0:
+        empty = vertices.new_zeros((0, 3))
+        return empty, faces, None if colours is None else colours.new_zeros((0, 3))
+    keys = torch.stack((key_vertex.to(vertices.dtype), key_dist), dim=1)
+    unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    src = unique[:, 0].long()
+    new_vertices = vertices[src] / vertices[src].norm(dim=1, keepdim=True) * unique[:, 1:2]
+    out = faces.clone()
+    out[near] = vertices.shape[0] + inverse
+    new_colours = None
+    if colours is not None:
+        far_vertex = faces[rows, far][:, None].expand_as(faces)[near]
+        new_colours = torch.zeros_like(new_vertices)
+        new_colours[inverse] = colours[far_vertex]
+    return new_vertices, out, new_colours
+
+
 def remove_unreferenced_vertices(mesh: Mesh) -> Mesh:
     """Drop vertices that no face uses and renumber the faces."""
     used = torch.zeros(mesh.num_vertices, dtype=torch.bool, device=mesh.faces.device)
@@ -178,6 +231,7 @@ def erp_grid_mesh(
     max_grazing_deg: float | None = None,
     close_poles: bool = True,
     drop_unreferenced: bool = True,
+    skirt: bool = True,
 ) -> Mesh:
     """Triangulate an ERP distance map on its pixel grid.
 
@@ -188,6 +242,8 @@ def erp_grid_mesh(
         max_edge_stretch, max_grazing_deg: discontinuity cut, see :func:`discontinuity_mask`.
         close_poles: add a vertex at each pole and fan it to the first / last row.
         drop_unreferenced: drop valid pixels left without any triangle.
+        skirt: replace triangles cut at depth discontinuities by far-layer copies (:func:`skirt_triangles`);
+            needs ``max_edge_stretch``.
     Returns:
         :class:`Mesh` on ``distance``'s device; vertices in ``distance``'s dtype.
     Raises:
@@ -225,10 +281,25 @@ def erp_grid_mesh(
             faces.append(_pole_fan(n_vert, index[r], north))
             n_vert += 1
     V = torch.cat(vertices)
+    C = None if colours is None else torch.cat(colours)
     F = torch.cat(faces)
     F = F[(F >= 0).all(dim=1)]
-    F = F[~discontinuity_mask(V, F, max_edge_stretch, max_grazing_deg)]
-    mesh = Mesh(V, F, None if colours is None else torch.cat(colours).clamp(0, 1))
+    cut = discontinuity_mask(V, F, max_edge_stretch, max_grazing_deg)
+    if skirt and max_edge_stretch is not None and bool(cut.any()):
+        new_v, skirt_f, new_c = skirt_triangles(V, F[cut], max_edge_stretch, C)
+        V = torch.cat((V, new_v))
+        C = None if C is None else torch.cat((C, new_c))
+        again = discontinuity_mask(V, skirt_f, max_edge_stretch, max_grazing_deg)
+        if bool(again.any()):  # three layers in one triangle: every corner onto the far layer
+            new_v, flat_f, new_c = skirt_triangles(V, skirt_f[again], 1.0, C)
+            V = torch.cat((V, new_v))
+            C = None if C is None else torch.cat((C, new_c))
+            skirt_f = torch.cat((skirt_f[~again], flat_f))
+            skirt_f = skirt_f[~discontinuity_mask(V, skirt_f, max_edge_stretch, max_grazing_deg)]
+        F = torch.cat((F[~cut], skirt_f))
+    else:
+        F = F[~cut]
+    mesh = Mesh(V, F, None if C is None else C.clamp(0, 1))
     return remove_unreferenced_vertices(mesh) if drop_unreferenced else mesh
 
 

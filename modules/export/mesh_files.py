@@ -34,7 +34,7 @@ from .mesh_io import (
     write_texture,
 )
 from .pointcloud import process_point_cloud, write_point_cloud_ply
-from .splats import Splats, SplatStyle, write_splats_ply
+from .splats import Splats, SplatStyle, write_splats_ply, write_splats_web
 
 __all__ = ["MESH_FORMATS", "FileOptions", "SplatOptions", "PointCloudOptions", "PreviewOptions", "check_formats",
            "write_mesh_files", "write_mesh_assets"]
@@ -71,18 +71,31 @@ class FileOptions:
 
 @dataclass(frozen=True)
 class SplatOptions(SplatStyle):
-    """3DGS splat PLY (``splats.ply``): ``enabled`` and the :class:`~modules.export.splats.SplatStyle` values."""
+    """3DGS splats: ``splats.ply`` (``sh_degree`` 0..3) and, in ``formats``, the compact web format ``splats.splat``;
+    ``confidence_opacity``: fade low-confidence splats; the rest: :class:`~modules.export.splats.SplatStyle`."""
 
     enabled: bool = False
+    formats: tuple[str, ...] = ("ply", "splat")
+    sh_degree: int = 0
+    confidence_opacity: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not set(self.formats) <= {"ply", "splat"}:
+            raise ValueError(f"unknown splat format(s) {sorted(set(self.formats) - {'ply', 'splat'})}; expected ply, "
+                             "splat")
 
 
 @dataclass(frozen=True)
 class PointCloudOptions:
-    """Cleaned point cloud (``points.ply``); see pointcloud.process_point_cloud."""
+    """Cleaned point cloud (``points.ply``): ``outlier_max_residual`` (None: off) drops isolated wrong distances on
+    the ERP grid (pointcloud.erp_outlier_mask; a panorama only), then pointcloud.process_point_cloud (statistical outlier removal,
+    off by default: it drops accurate points at corners and far walls, voxel downsampling, normals)."""
 
     enabled: bool = False
     stride: int = 1
-    sor_neighbors: int | None = 20
+    outlier_max_residual: float | None = 0.03
+    sor_neighbors: int | None = None
     sor_std_ratio: float = 2.0
     voxel_size: float | None = None
     normals: bool = True
@@ -170,7 +183,7 @@ def write_mesh_files(
     """Write ``mesh`` in ``files.formats`` and read back those in ``files.verify``.
 
     Args:
-        texture: [3, H, W] image for the OBJ (with ``files.obj_texture``); None: vertex colours only.
+        texture: [3, H, W] image for the OBJ (with ``files.texture``); None: vertex colours only.
         texture_uvs: [V, 2] per-vertex texture coordinates (OBJ convention, v up); None: spherical (a panorama).
         camera_yfov_deg: the GLB camera's vertical field of view when ``files.glb_camera_yfov_deg`` is null.
         axes: frame of the PLY / OBJ / FBX files (``export.axes``; GLB is always glTF).
@@ -250,7 +263,10 @@ def write_mesh_assets(
         if make_splats is None:
             raise ValueError(f"splats need colours: no rgb given (and none found for {what})")
         sp = make_splats(SplatStyle(**{f.name: getattr(so, f.name) for f in dataclasses.fields(SplatStyle)}))
-        written["splats_ply"] = write_splats_ply(out_dir / "splats.ply", sp)
+        if "ply" in so.formats:
+            written["splats_ply"] = write_splats_ply(out_dir / "splats.ply", sp, sh_degree=so.sh_degree)
+        if "splat" in so.formats:
+            written["splats_splat"] = write_splats_web(out_dir / "splats.splat", sp)
         stats["splats"] = sp.num_splats
     if po.enabled:
         pts, cols = sample_points(po.stride)

@@ -18,7 +18,7 @@ from .atomic import atomic_path
 from .axes import to_axes
 from .ply import ply_bytes
 
-__all__ = ["erp_points", "process_point_cloud", "write_point_cloud_ply"]
+__all__ = ["erp_points", "erp_outlier_mask", "process_point_cloud", "write_point_cloud_ply"]
 
 
 def erp_points(distance: Tensor, rgb: Tensor | None = None, stride: int = 1) -> tuple[Tensor, Tensor | None]:
@@ -38,6 +38,54 @@ def erp_points(distance: Tensor, rgb: Tensor | None = None, stride: int = 1) -> 
     points = dirs[valid] * d[valid][:, None]
     colours = None if rgb is None else rgb[:, ::stride, ::stride].permute(1, 2, 0)[valid]
     return points, colours
+
+
+def _shift(x: Tensor, dv: int, du: int, fill) -> Tensor:
+    """x[v + dv, u + du] on the ERP grid: columns wrap around (longitude), rows beyond the poles get ``fill``.
+    x: [H, W, ...]."""
+    y = torch.roll(x, shifts=-du, dims=1)
+    if dv == 0:
+        return y
+    out = torch.full_like(y, fill)
+    if dv > 0:
+        out[:-dv] = y[dv:]
+    else:
+        out[-dv:] = y[:dv]
+    return out
+
+
+def erp_outlier_mask(distance: Tensor, max_residual: float = 0.03) -> Tensor:
+    """Isolated wrong distances ("flying" pixels) on an ERP distance map, keeping corners, creases and depth edges.
+
+    A pixel is kept when at least one of its lines of neighbours predicts it: inverse distance is linear in the ray
+    direction on any plane (``1 / d = n . r / h``), so on a surface the pixel's inverse distance is the mean of its two
+    opposite neighbours' (4 lines through it: row, column, two diagonals) or the linear extrapolation ``2 a - b``
+    from two neighbours on one side (8 directions; this keeps the last pixel before a depth edge and the tip of a
+    silhouette corner). On a crease (a room corner) the line along it predicts exactly; at a depth edge the lines
+    on the pixel's own side do. An isolated wrong value disagrees with every line. The residual is relative:
+    ``|1/d - prediction| * d``; a pixel is an outlier when the smallest over the 12 lines exceeds ``max_residual``.
+
+    Args:
+        distance: [H, W]; NaN / inf / <= 0 pixels are invalid (never outliers, never predictors).
+        max_residual: relative tolerance (0.03: 3 % of the distance).
+    Returns:
+        [H, W] bool, True for outliers (valid pixels to drop), on ``distance``'s device.
+    """
+    if distance.ndim != 2:
+        raise ValueError(f"distance must be [H, W], got {tuple(distance.shape)}")
+    if not max_residual > 0:
+        raise ValueError(f"max_residual must be positive, got {max_residual}")
+    valid = torch.isfinite(distance) & (distance > 0)
+    inv = torch.where(valid, 1.0 / distance, torch.full_like(distance, float("nan")))
+    best = torch.full_like(distance, float("inf"))
+    directions = [(0, 1), (1, 0), (1, 1), (1, -1)]
+    for dv, du in directions:  # two-sided: mean of the opposite neighbours
+        pred = 0.5 * (_shift(inv, dv, du, float("nan")) + _shift(inv, -dv, -du, float("nan")))
+        best = torch.fmin(best, (inv - pred).abs() * distance)
+    for dv, du in directions + [(-a, -b) for a, b in directions]:  # one-sided: 2 a - b
+        pred = 2.0 * _shift(inv, dv, du, float("nan")) - _shift(inv, 2 * dv, 2 * du, float("nan"))
+        best = torch.fmin(best, (inv - pred).abs() * distance)
+    return valid & ~(best <= max_residual)
 
 
 def process_point_cloud(

@@ -2,20 +2,29 @@
 
 One flat splat per (subsampled) valid pixel, a disc facing the camera:
 
-* centre: the pixel's ray times its distance (OpenCV axes unless ``axes="gltf"``, see mesh_io);
+* centre: the pixel's ray times its distance, in ``axes`` (default OpenCV, the convention of COLMAP-trained 3DGS
+  scenes that splat viewers expect; "gltf" and "blender_z_up" as in axes.py);
 * rotation: ``R = Ry(lon) Rx(lat)``, whose columns are the pixel's local east, down and ray directions, so the
   splat's third axis (the thin one) lies along the ray; quaternion stored w first, as the reference 3DGS code's
   ``build_rotation`` reads ``rot_0..3``;
 * scales (stored as natural log): east ``d * 2pi/W * stride * cos(lat)``, down ``d * pi/H * stride`` (the
-  pixel's footprint at its distance) times ``footprint_scale``; thickness ``thickness_ratio`` times the smaller;
-* colour: degree-0 spherical harmonic ``f_dc = (rgb - 0.5) / C0`` with ``C0 = 0.28209479177387814``; the
-  ``f_rest_*`` coefficients (45 for SH degree 3) are zero;
-* opacity (stored as logit): ``min_opacity + (max_opacity - min_opacity) * confidence``, or ``max_opacity``
-  without a confidence map;
+  pixel's footprint at its distance) times ``footprint_scale`` (1 by default: neighbouring discs overlap at one
+  standard deviation, so from the capture point they render opaque, without the see-through grid of 0.5);
+  thickness ``thickness_ratio`` times the smaller;
+* colour: degree-0 spherical harmonic ``f_dc = (rgb - 0.5) / C0`` with ``C0 = 0.28209479177387814``; the file's
+  ``sh_degree`` (0 by default: no ``f_rest_*``) sets how many zero higher-order coefficients are written
+  (3 * ((degree + 1)^2 - 1): 45 for degree 3, for tools that expect them);
+* opacity (stored as logit): ``max_opacity`` without a confidence map (what the dense export passes by default:
+  every pixel has a surface, so nothing should be see-through from the capture point); with one,
+  ``min_opacity + (max_opacity - min_opacity) * confidence`` (low-confidence splats fade);
 * ``nx ny nz``: the disc's normal, towards the camera (3DGS viewers ignore it).
 
-Properties, all float32, binary little endian, in this order: x y z nx ny nz f_dc_0..2 f_rest_0..44 opacity
+Properties, all float32, binary little endian, in this order: x y z nx ny nz f_dc_0..2 f_rest_* opacity
 scale_0..2 rot_0..3.
+
+:func:`write_splats_web` writes the compact ``.splat`` format read by web viewers (antimatter15/splat, SuperSplat,
+gsplat.js, ...): 32 bytes per splat, little endian: position 3 x float32, scale 3 x float32 (linear), colour RGBA
+4 x uint8 (A = opacity), rotation 4 x uint8 (w, x, y, z of the unit quaternion, ``q * 128 + 128``).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from torch import Tensor
 from ..geometry.erp_maps import check_distance_map, valid_distance_mask
 from ..geometry.spherical import direction_to_lonlat, erp_lonlat_grid, lonlat_to_direction
 from .atomic import atomic_path
+from .axes import axes_matrix
 from .ply import read_ply
 
 __all__ = [
@@ -44,6 +54,8 @@ __all__ = [
     "splat_ply_properties",
     "write_splats_ply",
     "read_splats_ply",
+    "write_splats_web",
+    "read_splats_web",
 ]
 
 SH_C0 = 0.28209479177387814
@@ -88,6 +100,38 @@ def quaternion_to_matrix(q: Tensor) -> Tensor:
     ).reshape(*q.shape[:-1], 3, 3)
 
 
+def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product a * b of quaternions [..., 4] (w, x, y, z): the rotation b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack((
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ), dim=-1)
+
+
+def _matrix_to_quaternion(m: Tensor) -> Tensor:
+    """A rotation matrix [3, 3] -> unit quaternion [4] (w, x, y, z) (Shepperd's method, any rotation)."""
+    t = torch.trace(m)
+    cands = torch.stack((t, m[0, 0], m[1, 1], m[2, 2]))
+    k = int(torch.argmax(cands))
+    if k == 0:
+        r = torch.sqrt(1 + t)
+        q = torch.stack((r / 2, (m[2, 1] - m[1, 2]) / (2 * r), (m[0, 2] - m[2, 0]) / (2 * r),
+                         (m[1, 0] - m[0, 1]) / (2 * r)))
+    else:
+        i, j, l = k - 1, k % 3, (k + 1) % 3
+        r = torch.sqrt(1 + m[i, i] - m[j, j] - m[l, l])
+        v = [None, None, None]
+        v[i] = r / 2
+        v[j] = (m[j, i] + m[i, j]) / (2 * r)
+        v[l] = (m[l, i] + m[i, l]) / (2 * r)
+        q = torch.stack(((m[l, j] - m[j, l]) / (2 * r), *v))
+    return q / q.norm()
+
+
 def _camera_facing_quaternion(lon: Tensor, lat: Tensor) -> Tensor:
     """Quaternion (w, x, y, z) of ``Ry(lon) Rx(lat)``: [...] -> [..., 4]."""
     cy, sy = torch.cos(lon / 2), torch.sin(lon / 2)
@@ -104,11 +148,11 @@ class SplatStyle:
         footprint_scale: standard deviation as a fraction of the (strided) pixel footprint.
         thickness_ratio: thin-axis scale relative to the smaller in-plane scale (0 < ratio <= 1).
         min_opacity, max_opacity: opacity at confidence 0 and 1 (0 < min <= max < 1).
-        axes: "opencv" (project frame) or "gltf" ((x, -y, -z): Y up).
+        axes: "opencv" (project frame, default), "gltf" ((x, -y, -z): Y up) or "blender_z_up" ((x, z, -y)).
     """
 
     stride: int = 1
-    footprint_scale: float = 0.5
+    footprint_scale: float = 1.0
     thickness_ratio: float = 0.05
     min_opacity: float = 0.1
     max_opacity: float = 0.95
@@ -122,8 +166,7 @@ class SplatStyle:
         if not (0.0 < self.thickness_ratio <= 1.0) or not self.footprint_scale > 0:
             raise ValueError(f"need 0 < thickness_ratio <= 1 and footprint_scale > 0, got {self.thickness_ratio}, "
                              f"{self.footprint_scale}")
-        if self.axes not in ("opencv", "gltf"):
-            raise ValueError(f"unknown axes {self.axes!r}; expected 'opencv' or 'gltf'")
+        axes_matrix(self.axes)  # raises on unknown axes
 
 
 def _check_maps(H: int, W: int, rgb: Tensor, confidence: Tensor | None) -> None:
@@ -147,11 +190,10 @@ def _ray_splats(lon: Tensor, lat: Tensor, d: Tensor, east: Tensor, down: Tensor,
     quats = _camera_facing_quaternion(lon, lat)
     ray = lonlat_to_direction(lon, lat)
     means, normals = ray * d[:, None], -ray
-    if axes == "gltf":
-        flip = torch.tensor([1.0, -1.0, -1.0], dtype=d.dtype, device=d.device)
-        means, normals = means * flip, normals * flip
-        w, x, y, z = quats.unbind(-1)  # left-multiply by the 180 deg x rotation (0, 1, 0, 0)
-        quats = torch.stack((-x, w, -z, y), dim=-1)
+    if axes != "opencv":
+        M = torch.as_tensor(axes_matrix(axes), dtype=d.dtype, device=d.device)
+        means, normals = means @ M.T, normals @ M.T
+        quats = _quat_multiply(_matrix_to_quaternion(M).expand_as(quats), quats)  # world rotation first
     return Splats(means, normals, colours.to(d.dtype).clamp(0, 1), opacities, scales, quats)
 
 
@@ -224,8 +266,9 @@ def splat_ply_properties(sh_degree: int = 3) -> list[str]:
     )
 
 
-def write_splats_ply(path: str | os.PathLike, splats: Splats, sh_degree: int = 3) -> Path:
-    """Write splats as a binary little-endian 3DGS PLY (float32; opacity as logit, scales as log)."""
+def write_splats_ply(path: str | os.PathLike, splats: Splats, sh_degree: int = 0) -> Path:
+    """Write splats as a binary little-endian 3DGS PLY (float32; opacity as logit, scales as log); ``sh_degree``
+    0..3 sets the number of (zero) higher-order SH coefficients."""
     path = Path(path)
     if splats.num_splats == 0:
         raise ValueError(f"{path}: refusing to write an empty splat file")
@@ -261,3 +304,41 @@ def read_splats_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path}: no such splat PLY")
     vertex = read_ply(path)["data"]["vertex"]
     return {name: np.asarray(vertex[name]) for name in vertex.dtype.names}
+
+
+def write_splats_web(path: str | os.PathLike, splats: Splats) -> Path:
+    """Write the compact ``.splat`` web format (32 bytes a splat, see the module docstring), largest and most
+    opaque splats first (the order its reference converter uses; viewers re-sort by depth)."""
+    path = Path(path)
+    if splats.num_splats == 0:
+        raise ValueError(f"{path}: refusing to write an empty splat file")
+    means = splats.means.detach().cpu().double().numpy()
+    scales = splats.scales.detach().cpu().double().numpy()
+    if not (np.isfinite(means).all() and np.isfinite(scales).all()):
+        raise ValueError(f"{path}: splat attributes contain non-finite values")
+    opac = splats.opacities.detach().cpu().double().numpy()
+    order = np.argsort(-(scales.prod(axis=1) * opac), kind="stable")
+    rec = np.empty(splats.num_splats, dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4),
+                                              ("rot", "u1", 4)])
+    rec["pos"] = means[order]
+    rec["scale"] = scales[order]
+    rgba = np.concatenate((splats.colours.detach().cpu().double().numpy(), opac[:, None]), axis=1)[order]
+    rec["rgba"] = np.clip(rgba * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    q = torch.nn.functional.normalize(splats.quats.detach().cpu().double(), dim=-1).numpy()[order]
+    rec["rot"] = np.clip(np.round(q * 128.0 + 128.0), 0, 255).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(rec.tobytes())
+    return path
+
+
+def read_splats_web(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``.splat`` file: {"means" [N, 3], "scales" [N, 3], "colours" [N, 3] in [0, 1], "opacities" [N],
+    "quats" [N, 4] (w, x, y, z, unnormalised as stored)}."""
+    path = Path(path)
+    data = path.read_bytes()
+    if len(data) == 0 or len(data) % 32:
+        raise ValueError(f"{path}: a .splat file holds 32-byte records; got {len(data)} bytes")
+    rec = np.frombuffer(data, dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+    return {"means": rec["pos"].astype(np.float64), "scales": rec["scale"].astype(np.float64),
+            "colours": rec["rgba"][:, :3] / 255.0, "opacities": rec["rgba"][:, 3] / 255.0,
+            "quats": (rec["rot"].astype(np.float64) - 128.0) / 128.0}

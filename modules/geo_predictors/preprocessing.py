@@ -131,7 +131,10 @@ def prepare_network_input(
         size_hw: (H, W) from :func:`network_input_size`.
         mean, std: per-channel normalisation.
         interpolation: ``bicubic`` (upstream uses cubic) or another ``F.interpolate`` mode.
-        antialias: low-pass when shrinking (bilinear/bicubic only); no effect when enlarging.
+        antialias: ``F.interpolate``'s antialias (bilinear/bicubic only). It low-passes when shrinking; for bicubic it
+            also switches to PIL's kernel (a = -0.5 instead of -0.75), so it changes enlarged images too (by several
+            grey levels at edges) and is what matches the PIL-backed transformers processors to within one grey
+            level (tests/test_predictors_processors.py). Bilinear enlarging is the same either way.
     Returns:
         [B, 3, H, W] normalised network input, dtype and device of ``images``.
     """

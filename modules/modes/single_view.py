@@ -64,6 +64,8 @@ def run(cfg: DictConfig) -> int:
     configure_runtime(cfg)
     if cfg.scale.camera_height is not None:
         raise UserError("scale.camera_height needs a panorama (the floor below the camera); use scale.factor for a photo")
+    if cfg.scale.method == "network":
+        raise UserError("scale.method=network measures the metric views of a panorama; use scale.factor for a photo")
     image_path = str(cfg.dataset.image_path)
     rgb = load_image(image_path)
     H, W = rgb.shape[1:]

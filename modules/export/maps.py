@@ -1,0 +1,85 @@
+"""Per-pixel maps next to distance.npy: distance.exr, points.exr, normal.png / normal.exr and mask.png.
+
+* ``distance.exr``: float32, one channel ``Y`` (what EXR viewers show as grey): the distance along each ray, in the
+  run's units (metres when a metric scale was found); invalid pixels (sky: +inf, or no estimate: NaN) keep their value.
+* ``points.exr``: float32 channels ``R G B`` = X Y Z of each pixel's point, OpenCV axes (x right, y down, z forward,
+  camera at the origin), NaN where invalid.
+* ``normal.exr``: float32 ``R G B`` = the unit surface normal (OpenCV axes, facing the camera; from the distance map on
+  the sphere, :func:`modules.geometry.erp_normals.erp_normals`), NaN where undefined.
+* ``normal.png``: 8-bit RGB ``(n + 1) / 2 * 255`` of the same normals (x right -> red, y down -> green, z forward ->
+  blue); (0, 0, 0) where undefined (it decodes to a non-unit vector).
+* ``mask.png``: 8-bit grey, 255 where the pixel has a valid surface distance, 0 elsewhere (sky, invalid).
+
+EXR files use ZIP compression; all go through :func:`modules.export.atomic.atomic_path`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..geometry.erp_normals import erp_normals
+from ..geometry.spherical import erp_directions
+from .atomic import atomic_path
+
+__all__ = ["MAP_NAMES", "write_exr", "write_surface_maps"]
+
+MAP_NAMES = ("distance_exr", "points_exr", "normal_png", "normal_exr", "mask_png")
+
+
+def write_exr(path: str | os.PathLike, channels: dict[str, np.ndarray]) -> Path:
+    """Write float32 [H, W] channels to a ZIP-compressed scanline OpenEXR file."""
+    import OpenEXR
+
+    path = Path(path)
+    data = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in channels.items()}
+    shapes = {v.shape for v in data.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"{path}: EXR channels must be [H, W] arrays of one shape, got {sorted(shapes)}")
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with atomic_path(path) as tmp, OpenEXR.File(header, data) as f:
+        f.write(str(tmp))
+    return path
+
+
+def _png(path: Path, array: np.ndarray, compress_level: int) -> Path:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=int(compress_level))
+    return path
+
+
+def write_surface_maps(
+    out_dir: str | os.PathLike,
+    distance: Tensor,
+    maps: tuple[str, ...] = MAP_NAMES,
+    png_compress_level: int = 1,
+) -> dict[str, Path]:
+    """Write the chosen maps (names in :data:`MAP_NAMES`) for an ERP distance map [H, W]; returns {name: path}."""
+    unknown = sorted(set(maps) - set(MAP_NAMES))
+    if unknown:
+        raise ValueError(f"unknown map(s) {unknown}; expected some of {MAP_NAMES}")
+    out_dir = Path(out_dir)
+    d = distance.detach()
+    valid = torch.isfinite(d) & (d > 0)
+    written: dict[str, Path] = {}
+    if "distance_exr" in maps:
+        written["distance_exr"] = write_exr(out_dir / "distance.exr", {"Y": d.cpu().numpy()})
+    if "points_exr" in maps:
+        dv = torch.where(valid, d, torch.full_like(d, float("nan")))
+        p = (erp_directions(*d.shape, d.device, d.dtype) * dv[..., None]).cpu().numpy()
+        written["points_exr"] = write_exr(out_dir / "points.exr", {"R": p[..., 0], "G": p[..., 1], "B": p[..., 2]})
+    if "normal_png" in maps or "normal_exr" in maps:
+        n = erp_normals(d).cpu().numpy()  # [3, H, W]
+        if "normal_exr" in maps:
+            written["normal_exr"] = write_exr(out_dir / "normal.exr", {"R": n[0], "G": n[1], "B": n[2]})
+        if "normal_png" in maps:
+            rgb = np.where(np.isfinite(n), (n + 1.0) * 127.5 + 0.5, 0.0).clip(0, 255).astype(np.uint8)
+            written["normal_png"] = _png(out_dir / "normal.png", rgb.transpose(1, 2, 0), png_compress_level)
+    if "mask_png" in maps:
+        written["mask_png"] = _png(out_dir / "mask.png", valid.cpu().numpy().astype(np.uint8) * 255, png_compress_level)
+    return written
