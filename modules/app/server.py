@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from ..errors import UserError
 from .jobs import STAGE_LABELS, Job, JobQueue, QueueFull, Sessions, run_pipeline_job
 from .options import (
-    MESH_FORMATS, NETWORKS, PREDICTORS, SYNTHETIC_LABEL, FormError, examples, form_defaults, missing_weights,
+    ALIGNMENTS, MESH_FORMATS, NETWORKS, PREDICTORS, REFINEMENTS, SYNTHETIC_LABEL, FormError, examples, form_defaults, missing_weights,
     network_overrides, parse_form, weights_status,
 )
 from .settings import AppSettings, parse_args
@@ -142,8 +142,8 @@ async def info(request: Request) -> Response:
             "predictor": list(PREDICTORS),
             "midas_variant": list(NETWORKS["midas_v31"].variants),
             "depth_anything_variant": list(NETWORKS["depth_anything_v2"].variants),
-            "alignment": sorted(p.stem for p in (Path(state.cfg.paths.root_dir) / "configs/alignment").glob("*.yaml")),
-            "refinement": sorted(p.stem for p in (Path(state.cfg.paths.root_dir) / "configs/refinement").glob("*.yaml")),
+            "alignment": list(ALIGNMENTS),
+            "refinement": list(REFINEMENTS),
             "formats": list(MESH_FORMATS),
         },
         "weights": weights,
