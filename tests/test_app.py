@@ -27,7 +27,7 @@ from modules import api  # noqa: E402
 from modules.app.jobs import (  # noqa: E402
     DONE, FAILED, QUEUED, RUNNING, Job, JobFailed, JobQueue, Sessions, run_pipeline_job, stage_tracker,
 )
-from modules.app.options import FormError, form_defaults, parse_form  # noqa: E402
+from modules.app.options import NETWORKS, FormError, form_defaults, missing_weights, parse_form  # noqa: E402
 from modules.app.server import create_app  # noqa: E402
 from modules.app.settings import AppSettings, parse_args  # noqa: E402
 from test_runner import run_cli  # noqa: E402
@@ -64,6 +64,20 @@ def test_form_becomes_overrides_that_compose(defaults):
     assert list(cfg.export.dense.files.formats) == ["ply", "obj", "glb"]  # the viewer's GLB is always written
     assert cfg.export.dense.splats.enabled is True and cfg.export.dense.splats.stride == 4
     assert cfg.export.dense.mesh.decimate_faces is None
+
+
+def test_joint_metric_and_depth_pro_options(defaults):
+    cfg = api.compose(parse_form({"predictor": "joint_metric", "scale_method": "network",
+                                  "depth_anything_variant": "small"}, defaults).overrides)
+    assert cfg.scale.method == "network" and cfg.predictor.depth_anything.variant == "small"
+    assert cfg.predictor.metric._target_.endswith("DepthProPredictor")
+    options = parse_form({"predictor": "depth_pro"}, defaults)
+    status = {n: {v: {"available": False, "family": n, "command": f"get {n} {v}"} for v in cls.variants}
+              for n, cls in NETWORKS.items()}
+    assert [m["command"] for m in missing_weights(options, status)] == ["get depth_pro default"]
+    joint = parse_form({"predictor": "joint_metric"}, defaults)
+    # the metric member is optional (scale.method=auto leaves it out without weights): only the shape networks
+    assert [m["predictor"] for m in missing_weights(joint, status)] == ["midas_v31", "depth_anything_v2"]
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -103,7 +117,8 @@ def test_a_job_runs_what_the_cli_runs_and_follows_its_stages(defaults, tiny_scen
                     *options.overrides], tmp_path)
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(job.out_dir / "distance.npy"), np.load(tmp_path / "cli" / "distance.npy"))
-    cli_files = sorted(p.name for p in (tmp_path / "cli").iterdir() if not p.name.startswith(".") and p.suffix != ".log")
+    cli_files = sorted(p.name for p in (tmp_path / "cli").iterdir()
+                       if not p.name.startswith(".") and p.suffix != ".log")
     assert sorted(p.name for p in job.out_dir.iterdir()) == cli_files
     assert sorted(zipfile.ZipFile(job.zip_path).namelist()) == cli_files
 
@@ -288,7 +303,8 @@ def test_bad_uploads_get_clear_messages_and_the_server_keeps_serving(serve, tiny
                                                           "must be exactly twice as wide as high"),
         ({"panorama": ("huge.png", png_bytes(256, 128))}, "huge.png: is 256x128 pixels (0.0 megapixels); this server "
                                                           "accepts at most 0.02 megapixels"),
-        ({"panorama": ("room.png", tiny_scene.read_bytes())}, "the synthetic predictor needs the scene's true distances"),
+        ({"panorama": ("room.png", tiny_scene.read_bytes())},
+         "the synthetic predictor needs the scene's true distances"),
         ({"panorama": ("room.png", tiny_scene.read_bytes()), "ground_truth": ("d.npy", b"not npy")},
          "d.npy: not a readable .npy file"),
         ({}, "choose a panorama file to upload or pick an example"),

@@ -100,6 +100,22 @@ def test_browser_upload_queue_view_download(app_url, small_room, tmp_path):
             page.goto(app_url)
             page.wait_for_function("window.appReady === true", timeout=30000)
 
+            # missing weights of the default predictor: named on the page with the command, the demo offered
+            info = page.evaluate("fetch('/api/info').then(r => r.json())")
+            d = info["defaults"]
+            missing = [info["weights"][p][v] for p, v in (("midas_v31", d["midas_variant"]),
+                                                           ("depth_anything_v2", d["depth_anything_variant"]))
+                       if not info["weights"][p][v]["available"]]
+            assert page.is_visible("#weights-banner") == bool(missing)
+            if missing:
+                banner = page.inner_text("#weights-banner")
+                assert all(w["command"] in banner for w in missing) and "synthetic room demo" in banner
+                page.click("#try-demo")
+                assert page.input_value("#predictor") == "synthetic"
+                assert page.input_value("#example") == "synthetic_room"
+                assert "ground-truth-backed" in page.inner_text("#demo-note")
+                page.select_option("#example", "")
+
             # a corrupt file: a message on the page, nothing queued
             page.set_input_files("#panorama", str(small_room / "corrupt.png"))
             page.click("#run")

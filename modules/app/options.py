@@ -16,20 +16,28 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import PROJECT_ROOT
 from ..errors import UserError
 from ..geo_predictors.depth_anything import DepthAnythingV2Predictor
+from ..geo_predictors.depth_pro import DepthProPredictor
 from ..geo_predictors.errors import WeightsNotFoundError
 from ..geo_predictors.midas import MidasPredictor
 from ..geo_predictors.weights import WeightsSpec, resolve_weights
+from ..pipeline import SCALE_METHODS as _SCALE_METHODS
 
 __all__ = ["FormError", "JobOptions", "parse_form", "form_defaults", "weights_status", "examples", "NETWORKS",
-           "PREDICTORS", "MESH_FORMATS", "missing_weights", "SYNTHETIC_LABEL", "network_overrides", "default_choices"]
+           "PREDICTORS", "MESH_FORMATS", "SCALE_METHODS", "missing_weights", "SYNTHETIC_LABEL", "network_overrides",
+           "default_choices"]
 
 #: the network families by config name
-NETWORKS = {cls.predictor_name: cls for cls in (MidasPredictor, DepthAnythingV2Predictor)}
-#: predictor choices of the form (config group options)
-PREDICTORS = ("joint", "midas_v31", "depth_anything_v2", "synthetic")
+NETWORKS = {cls.predictor_name: cls for cls in (MidasPredictor, DepthAnythingV2Predictor, DepthProPredictor)}
+#: predictor choices of the form (config group options); joint_metric = joint + a metric member for the scale only
+PREDICTORS = ("joint", "joint_metric", "midas_v31", "depth_anything_v2", "depth_pro", "synthetic")
+#: the networks each predictor builds (predictor=joint_metric's metric member is optional under scale.method=auto)
+_MEMBERS = {"joint": ("midas_v31", "depth_anything_v2"), "joint_metric": ("midas_v31", "depth_anything_v2"),
+            "midas_v31": ("midas_v31",), "depth_anything_v2": ("depth_anything_v2",), "depth_pro": ("depth_pro",),
+            "synthetic": ()}
 ALIGNMENTS = tuple(sorted(p.stem for p in (PROJECT_ROOT / "configs" / "alignment").glob("*.yaml")))
 REFINEMENTS = tuple(sorted(p.stem for p in (PROJECT_ROOT / "configs" / "refinement").glob("*.yaml")))
 MESH_FORMATS = ("ply", "obj", "glb", "fbx")
+SCALE_METHODS = _SCALE_METHODS
 SYNTHETIC_LABEL = ("synthetic predictor: the true distances of the scene, corrupted per face the way networks err, "
                    "then stitched by the pipeline - a ground-truth-backed demo, not a depth estimate of a photo")
 
@@ -97,6 +105,7 @@ def form_defaults(cfg: DictConfig) -> dict[str, Any]:
         "depth_anything_variant": str(compose(["predictor=depth_anything_v2"]).predictor.variant),
         "alignment": choices["alignment"],
         "refinement": choices["refinement"],
+        "scale_method": str(cfg.scale.method),
         "camera_height": cfg.scale.camera_height,
         "face_size": int(cfg.projection.face_size),
         "mesh_stride": int(dense.mesh.stride),
@@ -116,6 +125,7 @@ def parse_form(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> JobOptio
                    defaults["depth_anything_variant"])
     alignment = _choice(form, "alignment", ALIGNMENTS, defaults["alignment"])
     refinement = _choice(form, "refinement", REFINEMENTS, defaults["refinement"])
+    scale_method = _choice(form, "scale_method", SCALE_METHODS, defaults["scale_method"])
     camera_height = _number(form, "camera_height", float, 0.05, 100.0, None, optional=True)
     face_size = _number(form, "face_size", int, 32, 2048, defaults["face_size"])
     mesh_stride = _number(form, "mesh_stride", int, 1, 64, defaults["mesh_stride"])
@@ -137,21 +147,23 @@ def parse_form(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> JobOptio
 
     o = [f"predictor={predictor}", f"alignment={alignment}", f"refinement={refinement}",
          f"projection.face_size={face_size}", f"export.dense.mesh.stride={mesh_stride}",
-         f"export.dense.files.formats=[{','.join(formats)}]", f"export.dense.mesh.close_poles={str(close_poles).lower()}",
+         f"export.dense.files.formats=[{','.join(formats)}]",
+         f"export.dense.mesh.close_poles={str(close_poles).lower()}",
          f"export.dense.mesh.decimate_faces={'null' if decimate is None else decimate}",
          f"export.dense.splats.enabled={str(splats).lower()}", f"export.dense.splats.stride={splat_stride}",
-         f"scale.camera_height={'null' if camera_height is None else camera_height}"]
-    if predictor == "joint":
+         f"scale.camera_height={'null' if camera_height is None else camera_height}", f"scale.method={scale_method}"]
+    if predictor in ("joint", "joint_metric"):
         o += [f"predictor.midas.variant={midas}", f"predictor.depth_anything.variant={dav2}"]
     elif predictor == "midas_v31":
         o.append(f"predictor.variant={midas}")
     elif predictor == "depth_anything_v2":
         o.append(f"predictor.variant={dav2}")
     summary = {"predictor": predictor, "alignment": alignment, "refinement": refinement, "face_size": face_size,
-               "camera_height": camera_height, "mesh_stride": mesh_stride, "formats": formats, "splats": splats}
-    if predictor in ("joint", "midas_v31"):
+               "scale_method": scale_method, "camera_height": camera_height, "mesh_stride": mesh_stride,
+               "formats": formats, "splats": splats}
+    if "midas_v31" in _MEMBERS[predictor]:
         summary["midas_variant"] = midas
-    if predictor in ("joint", "depth_anything_v2"):
+    if "depth_anything_v2" in _MEMBERS[predictor]:
         summary["depth_anything_variant"] = dav2
     return JobOptions(predictor=predictor, overrides=o, splats=splats, formats=formats, summary=summary)
 
@@ -159,8 +171,9 @@ def parse_form(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> JobOptio
 def network_overrides(predictor: str, allow_download: bool) -> list[str]:
     """``allow_download`` for every network the predictor builds."""
     flag = str(bool(allow_download)).lower()
-    if predictor == "joint":
-        return [f"predictor.midas.allow_download={flag}", f"predictor.depth_anything.allow_download={flag}"]
+    if predictor in ("joint", "joint_metric"):
+        o = [f"predictor.midas.allow_download={flag}", f"predictor.depth_anything.allow_download={flag}"]
+        return o + ([f"predictor.metric.allow_download={flag}"] if predictor == "joint_metric" else [])
     if predictor in NETWORKS:
         return [f"predictor.allow_download={flag}"]
     return []
@@ -194,11 +207,9 @@ def weights_status(checkpoint_dir: str | Path) -> dict[str, dict[str, dict[str, 
 def missing_weights(options: JobOptions, status: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict]:
     """The status entries of the networks ``options`` needs that are not on this machine."""
     s = options.summary
-    needed = []
-    if options.predictor in ("joint", "midas_v31"):
-        needed.append(("midas_v31", s["midas_variant"]))
-    if options.predictor in ("joint", "depth_anything_v2"):
-        needed.append(("depth_anything_v2", s["depth_anything_variant"]))
+    variant = {"midas_v31": s.get("midas_variant"), "depth_anything_v2": s.get("depth_anything_variant"),
+               "depth_pro": "default"}
+    needed = [(n, variant[n]) for n in _MEMBERS[options.predictor]]
     return [dict(status[n][v], predictor=n, variant=v) for n, v in needed if not status[n][v]["available"]]
 
 

@@ -35,8 +35,8 @@ from starlette.staticfiles import StaticFiles
 from ..errors import UserError
 from .jobs import STAGE_LABELS, Job, JobQueue, QueueFull, Sessions, run_pipeline_job
 from .options import (
-    ALIGNMENTS, MESH_FORMATS, NETWORKS, PREDICTORS, REFINEMENTS, SYNTHETIC_LABEL, FormError, examples, form_defaults, missing_weights,
-    network_overrides, parse_form, weights_status,
+    ALIGNMENTS, MESH_FORMATS, NETWORKS, PREDICTORS, REFINEMENTS, SCALE_METHODS, SYNTHETIC_LABEL, FormError, examples,
+    form_defaults, missing_weights, network_overrides, parse_form, weights_status,
 )
 from .settings import AppSettings, parse_args
 from .uploads import IMAGE_SUFFIXES, UploadError, check_ground_truth, check_panorama, safe_name
@@ -142,6 +142,8 @@ async def info(request: Request) -> Response:
             "predictor": list(PREDICTORS),
             "midas_variant": list(NETWORKS["midas_v31"].variants),
             "depth_anything_variant": list(NETWORKS["depth_anything_v2"].variants),
+            "depth_pro_variant": list(NETWORKS["depth_pro"].variants),
+            "scale_method": list(SCALE_METHODS),
             "alignment": list(ALIGNMENTS),
             "refinement": list(REFINEMENTS),
             "formats": list(MESH_FORMATS),

@@ -20,17 +20,19 @@ function showError(message) {
   box.hidden = !message;
 }
 
+const JOINT = ['joint', 'joint_metric'];
 function weightsFor(predictor) {
   const need = [];
-  if (predictor === 'joint' || predictor === 'midas_v31') need.push(['midas_v31', $('midas_variant').value]);
-  if (predictor === 'joint' || predictor === 'depth_anything_v2') need.push(['depth_anything_v2', $('depth_anything_variant').value]);
+  if (JOINT.includes(predictor) || predictor === 'midas_v31') need.push(['midas_v31', $('midas_variant').value]);
+  if (JOINT.includes(predictor) || predictor === 'depth_anything_v2') need.push(['depth_anything_v2', $('depth_anything_variant').value]);
+  if (predictor === 'depth_pro') need.push(['depth_pro', 'default']);
   return need.map(([p, v]) => info.weights[p][v]).filter((w) => !w.available);
 }
 
 function updateForm() {
   const p = $('predictor').value;
-  $('midas-label').hidden = !(p === 'joint' || p === 'midas_v31');
-  $('dav2-label').hidden = !(p === 'joint' || p === 'depth_anything_v2');
+  $('midas-label').hidden = !(JOINT.includes(p) || p === 'midas_v31');
+  $('dav2-label').hidden = !(JOINT.includes(p) || p === 'depth_anything_v2');
   $('gt-label').hidden = p !== 'synthetic';
   const banner = $('weights-banner');
   const missing = p === 'synthetic' || info.allow_download ? [] : weightsFor(p);
@@ -63,12 +65,14 @@ function updateForm() {
 async function loadInfo() {
   info = await (await fetch('/api/info')).json();
   const c = info.choices, d = info.defaults;
-  for (const name of ['predictor', 'midas_variant', 'depth_anything_variant', 'alignment', 'refinement']) {
+  for (const name of ['predictor', 'midas_variant', 'depth_anything_variant', 'scale_method', 'alignment', 'refinement']) {
     for (const v of c[name]) {
       let label = v;
       if (name === 'midas_variant') label = `${v} (${info.weights.midas_v31[v].available ? 'weights here' : 'no weights'})`;
       if (name === 'depth_anything_variant') label = `${v} (${info.weights.depth_anything_v2[v].licence}, ${info.weights.depth_anything_v2[v].available ? 'weights here' : 'no weights'})`;
       if (name === 'predictor' && v === 'synthetic') label = 'synthetic (ground-truth demo)';
+      if (name === 'predictor' && v === 'joint_metric') label = 'joint_metric (joint + a metric network for the scale)';
+      if (name === 'predictor' && v === 'depth_pro') label = `depth_pro (${info.weights.depth_pro.default.licence}, ${info.weights.depth_pro.default.available ? 'weights here' : 'no weights'})`;
       option($(name), v, label);
     }
     $(name).value = d[name];
@@ -118,8 +122,8 @@ async function submit(ev) {
   if (pano) fd.append('panorama', pano, pano.name);
   else if ($('example').value) fd.append('example', $('example').value);
   if (gt && $('predictor').value === 'synthetic') fd.append('ground_truth', gt, gt.name);
-  for (const name of ['predictor', 'midas_variant', 'depth_anything_variant', 'alignment', 'refinement', 'face_size',
-                      'camera_height', 'mesh_stride', 'decimate_faces', 'splat_stride']) fd.append(name, $(name).value);
+  for (const name of ['predictor', 'midas_variant', 'depth_anything_variant', 'scale_method', 'alignment', 'refinement',
+                      'face_size', 'camera_height', 'mesh_stride', 'decimate_faces', 'splat_stride']) fd.append(name, $(name).value);
   fd.append('close_poles', $('close_poles').checked ? 'true' : 'false');
   fd.append('splats', $('splats').checked ? 'true' : 'false');
   const formats = [...document.querySelectorAll('input[name=formats]')].filter((i) => i.checked).map((i) => i.value);
