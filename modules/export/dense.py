@@ -70,7 +70,8 @@ class RunDirectoryError(UserError, FileNotFoundError):
 
 @dataclass(frozen=True)
 class MeshOptions:
-    """ERP grid mesh. ``max_edge_stretch`` / ``max_grazing_deg``: discontinuity cut (None disables each);
+    """ERP grid mesh. ``max_edge_stretch`` / ``max_grazing_deg``: discontinuity cut (None disables each), ``skirt``:
+    far-layer copies of the cut triangles (mesh.skirt_triangles);
     ``decimate_faces``: quadric decimation to about this many faces (None: off); ``poisson``: replace the grid
     mesh by a screened Poisson reconstruction of depth ``poisson_depth``, trimming the lowest
     ``poisson_density_quantile`` of densities."""
@@ -79,6 +80,7 @@ class MeshOptions:
     max_edge_stretch: float | None = 12.0
     max_grazing_deg: float | None = None
     close_poles: bool = True
+    skirt: bool = True
     decimate_faces: int | None = None
     poisson: bool = False
     poisson_depth: int = 9
@@ -284,7 +286,7 @@ def load_run_distance(run_dir: str | os.PathLike) -> RunDistance:
 
 def _build_mesh(distance: Tensor, rgb: Tensor | None, o: MeshOptions) -> Mesh:
     mesh = erp_grid_mesh(distance, rgb, stride=o.stride, max_edge_stretch=o.max_edge_stretch,
-                         max_grazing_deg=o.max_grazing_deg, close_poles=o.close_poles)
+                         max_grazing_deg=o.max_grazing_deg, close_poles=o.close_poles, skirt=o.skirt)
     if mesh.num_faces == 0:
         raise InvalidDistanceError("the distance map gives no triangle (too few valid pixels, or every one was cut)")
     if o.poisson:
