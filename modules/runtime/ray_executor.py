@@ -1,6 +1,6 @@
 """Executor ``runtime=ray``: panoramas spread over a pool of Ray actors that survives worker and node loss.
 
-Design (why not Ray Data and why not ``max_task_retries``: README, "Ray: design"):
+Design (why not Ray Data, why not ``max_task_retries``: README, "Ray clusters", "Design"):
 
 * Cluster: ``runtime.address`` null starts a private local Ray instance bound to 127.0.0.1 (``runtime.local_num_cpus``
   CPUs, null = all) and shuts it down at the end; it never joins a running cluster. ``auto`` joins the cluster
