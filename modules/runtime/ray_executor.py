@@ -166,8 +166,12 @@ def _connect(rt: DictConfig) -> bool:
                 kwargs.pop("include_dashboard")
             ray.init(address=address, **kwargs)
     except Exception as exc:
-        hint = " (ray:// needs Ray Client: pip install 'ray[client]')" if address and address.startswith("ray://") \
-            else ""
+        hint = ""
+        if address and address.startswith("ray://"):
+            try:
+                import grpc  # noqa: F401  (what ray[client] adds)
+            except ImportError:
+                hint = " (ray:// needs Ray Client: pip install 'ray[client]')"
         raise RayRuntimeError(f"runtime.address={address}: cannot start or join Ray ({exc}){hint}") from exc
     return True
 
