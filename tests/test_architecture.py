@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runtime",),
     ("modes",),
     ("cli", "api"),  # the entry points: the command line and the Python API (run(mode=...) runs a mode)
+    ("app",),  # the web app: uses api.py only (no stage of its own)
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

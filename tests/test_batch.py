@@ -215,3 +215,10 @@ def test_no_inputs_is_a_user_error(tmp_path):
         run_batch(tmp_path / "empty", tmp_path / "out")
     with pytest.raises(UserError, match="runtime.kind"):
         run_batch(tmp_path / "empty", tmp_path / "out", "+runtime.kind=slurm")
+
+
+def test_progress_bar_shows_running_retried_and_done_per_node():
+    fields = batch._status_text({"runtime": "ray", "running": 2, "retried": 1, "workers_ready": 2,
+                                 "done_per_node": {"a1b2c3d4e5": 4, "f6e5d4c3b2": 3}})
+    assert fields == {"running": 2, "retried": 1, "workers_ready": 2, "per_node": "a1b2c3:4 f6e5d4:3"}
+    assert batch._status_text({"runtime": "local"}) == {}

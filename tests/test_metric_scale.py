@@ -206,9 +206,9 @@ def test_equirect_baseline_takes_the_network_scale_too(compose_cfg, tiny_scene, 
     cfg = _synthetic_metric_cfg(compose_cfg, tmp_path, 0, ["mode=equirect", "scale.method=network",
                                                            "predictor.corruption.scale_range=[1,1]",
                                                            "predictor.corruption.shift_range=[0,0]"])
-    from modules.modes.equirect import build_equirect
+    from modules.pipeline import build_equirect
 
-    result = build_equirect(cfg).run(load_panorama(tiny_scene), str(tiny_scene))
+    result = build_equirect(cfg, pad_fraction=cfg.mode.pad_fraction, fill_iterations=cfg.mode.fill_iterations).run(load_panorama(tiny_scene), str(tiny_scene))
     truth = torch.from_numpy(np.load(tiny_scene.with_name("distance.npy")))
     info = result.info["scale"]
     assert info["method"] == "network" and info["views"] == 20

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MeshOptions:
-    """ERP grid mesh. ``max_edge_stretch`` / ``max_grazing_deg``: discontinuity cut (None disables each);
+    """ERP grid mesh. ``max_edge_stretch`` / ``max_grazing_deg``: discontinuity cut (None disables each), ``skirt``:
+    far-layer copies of the cut triangles (mesh.skirt_triangles);
     ``decimate_faces``: quadric decimation to about this many faces (None: off); ``poisson``: replace the grid
     mesh by a screened Poisson reconstruction of depth ``poisson_depth``, trimming the lowest
     ``poisson_density_quantile`` of densities."""
@@ -59,6 +60,7 @@ class MeshOptions:
     max_edge_stretch: float | None = 12.0
     max_grazing_deg: float | None = None
     close_poles: bool = True
+    skirt: bool = True
     decimate_faces: int | None = None
     poisson: bool = False
     poisson_depth: int = 9
@@ -76,7 +78,7 @@ class DenseExportResult:
 
 def _build_mesh(distance: Tensor, rgb: Tensor | None, o: MeshOptions) -> Mesh:
     mesh = erp_grid_mesh(distance, rgb, stride=o.stride, max_edge_stretch=o.max_edge_stretch,
-                         max_grazing_deg=o.max_grazing_deg, close_poles=o.close_poles)
+                         max_grazing_deg=o.max_grazing_deg, close_poles=o.close_poles, skirt=o.skirt)
     if mesh.num_faces == 0:
         raise InvalidDistanceError("the distance map gives no triangle (too few valid pixels, or every one was cut)")
     if o.poisson:

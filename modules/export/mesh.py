@@ -14,7 +14,7 @@ Topology of :func:`erp_grid_mesh` (pure torch):
   pole's axis, exact for a floor or ceiling) fanned to that row;
 * triangles across depth discontinuities are cut (see :func:`discontinuity_mask`); with ``skirt`` (default) each
   cut triangle is replaced by a copy on its far layer: its near corners move back along their own rays to the
-  far corner's distance, so the background continues under the foreground's edge up to the foreground's pixel
+  far corner's tangent plane (see :func:`skirt_triangles`), so the background continues under the foreground's edge up to the foreground's pixel
   centres. From the capture point the 1-pixel crack along every depth edge is closed, and no triangle spans the
   discontinuity (the skirt is hidden behind the foreground from there; elsewhere it is a 1-pixel band of
   background);
@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ..geometry.erp_maps import InvalidDistanceError, check_distance_map, valid_distance_mask
+from ..geometry.erp_normals import erp_normals
 from ..geometry.spherical import erp_directions
 
 __all__ = [
@@ -174,16 +175,23 @@ def _edge_stretch(p: Tensor, q: Tensor) -> Tensor:
 
 
 def skirt_triangles(
-    vertices: Tensor, faces: Tensor, max_edge_stretch: float, colours: Tensor | None = None
+    vertices: Tensor,
+    faces: Tensor,
+    max_edge_stretch: float,
+    colours: Tensor | None = None,
+    normals: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Far-layer copies of triangles cut at depth discontinuities (camera at the origin).
 
     For each triangle, its farthest corner defines the far layer; corners whose edge to it stretches more than
-    ``max_edge_stretch`` (the near layer; 1.0: every corner but the farthest) are replaced by new vertices on their own rays at the far corner's
-    distance (coloured like the far corner). New vertices are shared between triangles when they coincide.
+    ``max_edge_stretch`` (the near layer; 1.0: every corner but the farthest) are replaced by new vertices on their own rays
+    where they meet the far corner's tangent plane (``normals``), so a skirt over a floor stays in the floor; at the
+    far corner's distance when there is no normal or the plane is met behind the near corner or beyond twice the far
+    distance (grazing). New vertices are coloured like the far corner and shared when they coincide.
 
     Args:
-        vertices: [V, 3]; faces: [C, 3] the cut triangles; colours: optional [V, 3].
+        vertices: [V, 3]; faces: [C, 3] the cut triangles; colours: optional [V, 3]; normals: optional [V, 3]
+            surface normals of the vertices (NaN where unknown).
     Returns:
         new vertices [N, 3], triangles [C, 3] indexing ``cat(vertices, new vertices)``, new colours [N, 3] or None.
     """
@@ -195,7 +203,15 @@ def skirt_triangles(
     near = _edge_stretch(p, p_far[:, None].expand_as(p)) > max_edge_stretch  # the far corner itself: 0 / 0 -> False
     near[rows, far] = False
     key_vertex = faces[near]  # [K]
-    key_dist = r[rows, far][:, None].expand_as(r)[near]  # [K]
+    r_far = r[rows, far][:, None].expand_as(r)[near]  # [K]
+    key_dist = r_far
+    if normals is not None and key_vertex.numel() > 0:
+        far_vertex = faces[rows, far][:, None].expand_as(faces)[near]
+        n = normals[far_vertex]
+        ray = vertices[key_vertex] / vertices[key_vertex].norm(dim=1, keepdim=True)
+        t = (n * vertices[far_vertex]).sum(1) / (n * ray).sum(1)
+        ok = torch.isfinite(t) & (t >= r[near]) & (t <= 2 * r_far)
+        key_dist = torch.where(ok, t, r_far)
     if key_vertex.numel() == 0:
         empty = vertices.new_zeros((0, 3))
         return empty, faces, None if colours is None else colours.new_zeros((0, 3))
@@ -286,7 +302,9 @@ def erp_grid_mesh(
     F = F[(F >= 0).all(dim=1)]
     cut = discontinuity_mask(V, F, max_edge_stretch, max_grazing_deg)
     if skirt and max_edge_stretch is not None and bool(cut.any()):
-        new_v, skirt_f, new_c = skirt_triangles(V, F[cut], max_edge_stretch, C)
+        N = torch.full_like(V, float("nan"))
+        N[: int(valid.sum())] = erp_normals(d).permute(1, 2, 0)[valid]  # pixel vertices come first, in order
+        new_v, skirt_f, new_c = skirt_triangles(V, F[cut], max_edge_stretch, C, N)
         V = torch.cat((V, new_v))
         C = None if C is None else torch.cat((C, new_c))
         again = discontinuity_mask(V, skirt_f, max_edge_stretch, max_grazing_deg)

@@ -1,6 +1,6 @@
 """Executor ``runtime=ray``: panoramas spread over a pool of Ray actors that survives worker and node loss.
 
-Design (why not Ray Data and why not ``max_task_retries``: README, "Ray: design"):
+Design (why not Ray Data, why not ``max_task_retries``: README, "Ray clusters", "Design"):
 
 * Cluster: ``runtime.address`` null starts a private local Ray instance bound to 127.0.0.1 (``runtime.local_num_cpus``
   CPUs, null = all) and shuts it down at the end; it never joins a running cluster. ``auto`` joins the cluster
@@ -19,6 +19,10 @@ Design (why not Ray Data and why not ``max_task_retries``: README, "Ray: design"
   (``max_task_retries=0``): a call on a dead worker fails at once and the driver gives the panorama to any worker
   that is ready, so a retry never waits for a replacement that cannot be placed. Every panorama gets at most
   ``runtime.max_retries`` + 1 tries; one that fails all of them is reported with the last reason.
+* Overlap: each actor holds ``runtime.prefetch`` + 1 calls (a threaded actor): the next input is decoded and the
+  last panorama's files are written while the pipeline runs; the pipeline takes the calls one at a time, in order.
+  When an actor dies with several calls in flight each of them counts a try and is then run alone (see
+  :class:`_Pool`), so a panorama that kills its worker cannot use up the tries of its neighbours.
 * A panorama running longer than ``runtime.task_timeout_s`` counts as a failed try: its worker is killed (Ray
   restarts it) and the panorama goes back to the queue. With work left and no worker ready for
   ``runtime.start_timeout_s`` the remaining panoramas are reported as failed (or, if no worker ever started, the run
@@ -67,8 +71,29 @@ class RayRuntimeError(UserError, RuntimeError):
     """The Ray cluster cannot be reached or no worker can start."""
 
 
+class _Turns:
+    """Calls numbered 0, 1, 2, ... take turns in that order (the pipeline of one actor runs one panorama at a time)."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.serving = 0
+
+    @contextlib.contextmanager
+    def turn(self, seq: int):
+        with self.cond:
+            self.cond.wait_for(lambda: self.serving == seq)
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.serving += 1
+                self.cond.notify_all()
+
+
 class _RayPanoramaWorker:
-    """Body of a Ray actor: a :class:`PanoramaWorker` built from the resolved config."""
+    """Body of a Ray actor: a :class:`PanoramaWorker` built from the resolved config. The actor is threaded (up to
+    ``runtime.prefetch`` + 1 calls at once, plus the ``ready`` ping): one call's input is decoded and the previous
+    call's files are written while the pipeline runs, and the pipeline takes the calls in the driver's order."""
 
     def __init__(self, cfg_container: dict, num_threads: int):
         import ray
@@ -79,18 +104,18 @@ class _RayPanoramaWorker:
         # an out-of-memory error is the worker's trouble, not the panorama's: the driver retries it elsewhere
         self.worker = PanoramaWorker(cfg, propagate=(ray.exceptions.OutOfMemoryError, MemoryError))
         self.node = ray.get_runtime_context().get_node_id()
+        self.turns = _Turns()
 
     def ready(self) -> dict:
-        import torch
-
         import ray
+        import torch
 
         return {"worker": self.worker.id, "node": self.node, "tag": staging_tag(), "pid": os.getpid(),
                 "torch_threads": torch.get_num_threads(),
                 "restarted": ray.get_runtime_context().was_current_actor_reconstructed}
 
-    def process(self, task: PanoramaTask, data: bytes | None = None) -> TaskResult:
-        result = self.worker.process(task, data)
+    def process(self, task: PanoramaTask, data: bytes | None, seq: int) -> TaskResult:
+        result = self.worker.process(task, data, turn=self.turns.turn(seq))
         result.node = self.node
         return result
 
@@ -141,8 +166,12 @@ def _connect(rt: DictConfig) -> bool:
                 kwargs.pop("include_dashboard")
             ray.init(address=address, **kwargs)
     except Exception as exc:
-        hint = " (ray:// needs Ray Client: pip install 'ray[client]')" if address and address.startswith("ray://") \
-            else ""
+        hint = ""
+        if address and address.startswith("ray://"):
+            try:
+                import grpc  # noqa: F401  (what ray[client] adds)
+            except ImportError:
+                hint = " (ray:// needs Ray Client: pip install 'ray[client]')"
         raise RayRuntimeError(f"runtime.address={address}: cannot start or join Ray ({exc}){hint}") from exc
     return True
 
@@ -215,18 +244,28 @@ def _staging_parent(task: PanoramaTask) -> str:
     return task.output_dir if task.into_existing else str(Path(task.output_dir).parent)
 
 
+class _Call:
+    """One panorama call in flight on an actor. ``clock``: when its time started to count (submitted, or when the
+    call before it on the same actor finished); ``worker`` / ``tag``: the process it went to."""
+
+    __slots__ = ("ref", "task", "data_ref", "clock", "worker", "tag")
+
+    def __init__(self, ref, task: PanoramaTask, data_ref, clock: float, worker: str | None, tag: str | None):
+        self.ref, self.task, self.data_ref, self.clock, self.worker, self.tag = ref, task, data_ref, clock, worker, tag
+
+
 class _Slot:
-    """One actor and what the driver knows about it. ``state``: starting (loading models, or being restarted by
-    Ray), idle, busy (``task`` in flight since ``started``), dead (Ray gave up restarting it)."""
+    """One actor and what the driver knows about it: ``ready`` (its constructor finished and no death was seen
+    since), ``ready_ref`` (a ping in flight: loading, or being restarted by Ray), ``dead`` (Ray gave up on it), the
+    calls in flight (oldest first), ``seq`` (the next call's place in the actor's order)."""
 
     def __init__(self, key: int, actor):
         self.key, self.actor = key, actor
-        self.state = "starting"
+        self.ready = False
+        self.dead = False
         self.ready_ref = None
-        self.ref = None
-        self.task: PanoramaTask | None = None
-        self.data_ref = None
-        self.started = 0.0
+        self.calls: deque[_Call] = deque()
+        self.seq = 0
         self.info: dict = {}
         self.panoramas = 0
         self.deaths = 0
@@ -234,21 +273,36 @@ class _Slot:
         self.timeouts = 0
         self.error: str | None = None
 
+    @property
+    def state(self) -> str:
+        if self.dead:
+            return "dead"
+        if self.calls:
+            return "busy"
+        return "idle" if self.ready else "starting"
+
     def describe(self) -> dict:
         return {"worker": self.info.get("worker"), "node": self.info.get("node"), "state": self.state,
                 "panoramas": self.panoramas, "deaths": self.deaths, "restarts": self.restarts,
-                "timeouts": self.timeouts,
-                "torch_threads": self.info.get("torch_threads"), "error": self.error}
+                "timeouts": self.timeouts, "torch_threads": self.info.get("torch_threads"), "error": self.error}
 
 
 class _Pool:
-    """Hands panoramas to ready actors, one in flight each; turns deaths and timeouts into bounded retries."""
+    """Hands panoramas to ready actors (``depth`` calls in flight each: ``runtime.prefetch`` + 1); turns deaths and
+    timeouts into bounded retries.
+
+    Accounting of tries: a call that fails counts as a try of its panorama. When an actor dies with several calls in
+    flight, the driver cannot tell which one killed it: all count, and each of them is then run alone on an actor
+    ("solo"), so an innocent panorama loses at most one try to a neighbour. A timeout blames the oldest call only;
+    the others on that actor go back to the queue without a try counted.
+    """
 
     def __init__(self, ray, actor_cls, cfg: DictConfig, num: int, on_status: Callable[[dict], None] | None,
                  base_info: dict):
         rt = cfg.runtime
         self.ray, self.actor_cls, self.cfg = ray, actor_cls, cfg
         self.num = num
+        self.depth = int(rt.prefetch) + 1
         self.max_tries = int(rt.max_retries) + 1
         self.task_timeout = float(rt.task_timeout_s) if rt.task_timeout_s is not None else math.inf
         self.start_timeout = float(rt.start_timeout_s)
@@ -260,9 +314,10 @@ class _Pool:
         self.slots: list[_Slot] = []
         self.attempts: Counter = Counter()
         self.retried: set[int] = set()
+        self.solo: set[int] = set()
         self.deaths = self.retries = self.timeouts = self.shipped = 0
         self.done_per_node: Counter = Counter()
-        self.zombies: dict = {}  # ref of a timed-out call -> (task, staging tag): cleaned up when it resolves
+        self.zombies: dict = {}  # ref of a call on a killed actor -> _Call: its staging folder is removed later
         self.ever_ready = False
         self.total = 0
         self.finished = 0
@@ -284,39 +339,66 @@ class _Pool:
         return max(1, math.ceil(float(rt.num_cpus_per_worker)))
 
     def _ping(self, slot: _Slot) -> None:
-        """Ask the actor to report once it is (again) running its constructor's result: waits through Ray's
-        restarts (``max_task_retries=-1``) and fails only when the actor is dead for good."""
-        slot.state = "starting"
+        """Ask the actor to report once it runs (again): waits through Ray's restarts (``max_task_retries=-1``) and
+        fails only when the actor is dead for good."""
+        slot.ready = False
         slot.ready_ref = slot.actor.ready.options(max_task_retries=-1).remote()
 
     def _on_ready(self, slot: _Slot) -> None:
         previous_pid = slot.info.get("pid")
+        ref, slot.ready_ref = slot.ready_ref, None
         try:
-            slot.info = self.ray.get(slot.ready_ref)
+            info = self.ray.get(ref)
         except self.ray.exceptions.ActorUnavailableError:
             self._ping(slot)
             return
         except Exception as exc:  # dead for good: constructor raised, restarts exhausted, killed
-            slot.state, slot.error, slot.ready_ref = "dead", _first_line(exc), None
+            slot.dead, slot.error = True, _first_line(exc)
             log.warning("Ray worker %d is gone for good: %s", slot.key, slot.error)
             return
-        slot.ready_ref = None
-        pid = slot.info.get("pid")
-        if (previous_pid is not None and pid != previous_pid) or (previous_pid is None and slot.info.get("restarted")):
+        slot.info = info
+        pid = info.get("pid")
+        if (previous_pid is not None and pid != previous_pid) or (previous_pid is None and info.get("restarted")):
             slot.restarts += 1  # Ray restarted it (while loading, or after a death the driver saw)
-        slot.state = "idle"
-        slot.error = None
+        if pid != previous_pid:
+            slot.seq = 0  # a new process: its calls are numbered from 0
+        slot.ready, slot.error = True, None
         self.ever_ready = True
-        log.info("Ray worker %s ready on node %s (%d torch threads)", slot.info.get("worker"),
-                 str(slot.info.get("node"))[:12], slot.info.get("torch_threads", 0))
+        log.info("Ray worker %s ready on node %s (%d torch threads)", info.get("worker"), str(info.get("node"))[:12],
+                 info.get("torch_threads", 0))
 
     # -- panoramas ------------------------------------------------------------------------------------------------
 
+    def _dispatch(self, pending: deque) -> None:
+        """Every ready actor gets one panorama before any gets a second; a solo panorama only goes to an empty actor,
+        and nothing joins it there."""
+        for level in range(self.depth):
+            for slot in self.slots:
+                if not pending:
+                    return
+                if not slot.ready or slot.dead or len(slot.calls) != level:
+                    continue
+                if level > 0 and any(c.task.index in self.solo for c in slot.calls):
+                    continue
+                task = self._take(pending, solo_ok=level == 0)
+                if task is not None:
+                    self._submit(slot, task)
+
+    def _take(self, pending: deque, solo_ok: bool) -> PanoramaTask | None:
+        if solo_ok:
+            return pending.popleft()
+        for i, task in enumerate(pending):
+            if task.index not in self.solo:
+                del pending[i]
+                return task
+        return None
+
     def _submit(self, slot: _Slot, task: PanoramaTask) -> None:
         self.attempts[task.index] += 1
-        slot.data_ref = self._shipped(task)
-        slot.task, slot.started, slot.state = task, time.monotonic(), "busy"
-        slot.ref = slot.actor.process.remote(task, slot.data_ref)
+        data_ref = self._shipped(task)
+        ref = slot.actor.process.remote(task, data_ref, slot.seq)
+        slot.seq += 1
+        slot.calls.append(_Call(ref, task, data_ref, time.monotonic(), slot.info.get("worker"), slot.info.get("tag")))
 
     def _shipped(self, task: PanoramaTask):
         if not self.ship:
@@ -333,30 +415,32 @@ class _Pool:
         self.shipped += 1
         return self.ray.put(data)
 
-    def _release(self, slot: _Slot) -> PanoramaTask:
-        task = slot.task
-        slot.task = slot.ref = slot.data_ref = None
-        return task
+    def _remove_call(self, slot: _Slot, call: _Call) -> None:
+        was_head = slot.calls and slot.calls[0] is call
+        slot.calls.remove(call)
+        if was_head and slot.calls:
+            slot.calls[0].clock = max(slot.calls[0].clock, time.monotonic())
 
-    def _on_done(self, slot: _Slot, pending: deque) -> TaskResult | None:
-        task = slot.task
+    def _on_done(self, slot: _Slot, call: _Call, pending: deque) -> TaskResult | None:
+        task = call.task
+        self._remove_call(slot, call)
         try:
-            result = self.ray.get(slot.ref)
+            result = self.ray.get(call.ref)
         except Exception as exc:
-            self._release(slot)
             died = not isinstance(exc, self.ray.exceptions.RayTaskError) or isinstance(
                 exc, (self.ray.exceptions.OutOfMemoryError, MemoryError))
             if died:
-                self.deaths += 1
-                slot.deaths += 1
                 reason = f"worker died ({type(exc).__name__}: {_first_line(exc)})"
+                if slot.ready:  # the first call to report this death: one death, every call in flight shares it
+                    self.deaths += 1
+                    slot.deaths += 1
+                    if slot.calls:
+                        self.solo.update([task.index, *(c.task.index for c in slot.calls)])
+                    self._ping(slot)  # back to work once Ray has restarted it (at once if it is alive)
             else:
                 reason = failure_reason(exc)
-            self._clean(task, slot.info.get("tag"))
-            self._ping(slot)  # back to work once Ray has restarted it (immediately if it is alive)
+            self._clean(task, call.tag)
             return self._retry_or_fail(task, reason, pending)
-        self._release(slot)
-        slot.state = "idle"
         slot.panoramas += 1
         result.attempts = self.attempts[task.index]
         return result
@@ -375,15 +459,22 @@ class _Pool:
                           reason=f"{reason}; gave up after {n} tries")
 
     def _timeout(self, slot: _Slot, pending: deque) -> TaskResult | None:
-        task, elapsed = slot.task, time.monotonic() - slot.started
+        """The oldest call on ``slot`` ran past the timeout: kill the actor (Ray restarts it); that panorama counts
+        a try, the others on the actor go back to the queue untouched."""
+        head, *others = slot.calls
+        elapsed = time.monotonic() - head.clock
         self.timeouts += 1
         slot.timeouts += 1
-        self.zombies[slot.ref] = (task, slot.info.get("tag"), slot.info.get("worker"))
-        self._release(slot)
+        for call in slot.calls:
+            self.zombies[call.ref] = call
+        slot.calls.clear()
         with contextlib.suppress(Exception):
             self.ray.kill(slot.actor, no_restart=False)  # Ray restarts it (within max_worker_restarts)
         self._ping(slot)
-        return self._retry_or_fail(task, f"timed out after {elapsed:.0f} s (runtime.task_timeout_s)", pending)
+        for call in reversed(others):
+            self.attempts[call.task.index] -= 1
+            pending.appendleft(call.task)
+        return self._retry_or_fail(head.task, f"timed out after {elapsed:.0f} s (runtime.task_timeout_s)", pending)
 
     def _clean(self, task: PanoramaTask, tag: str | None, worker: str | None = None) -> None:
         """Delete what a dead attempt was writing (only its own staging folder: another try may be writing). Ray
@@ -402,21 +493,18 @@ class _Pool:
         no_worker_since: float | None = None
         while True:
             if not stop:
-                for slot in self.slots:
-                    if slot.state == "idle" and pending:
-                        self._submit(slot, pending.popleft())
-            busy = [s for s in self.slots if s.state == "busy"]
+                self._dispatch(pending)
+            busy = any(s.calls for s in self.slots)
             if not busy and (stop or not pending):
                 break
-            if not busy:  # work left, no worker running it
-                if not any(s.state == "idle" for s in self.slots):
-                    now = time.monotonic()
-                    no_worker_since = no_worker_since or now
-                    alive = [s for s in self.slots if s.state != "dead"]
-                    waited = now - no_worker_since
-                    if not alive or waited > self.start_timeout:
-                        self._give_up(pending, on_result, waited, bool(alive))
-                        break
+            if not busy and not any(s.ready and not s.dead for s in self.slots):  # work left, no worker for it
+                now = time.monotonic()
+                no_worker_since = no_worker_since or now
+                alive = any(not s.dead for s in self.slots)
+                waited = now - no_worker_since
+                if not alive or waited > self.start_timeout:
+                    self._give_up(pending, on_result, waited, alive)
+                    break
             else:
                 no_worker_since = None
             for result in self._wait(pending):
@@ -428,36 +516,36 @@ class _Pool:
             self._report()
 
     def _wait(self, pending: deque) -> list[TaskResult]:
-        refs = {}
+        refs: dict = {}
         for s in self.slots:
-            if s.state == "starting" and s.ready_ref is not None:
-                refs[s.ready_ref] = s
-            elif s.state == "busy":
-                refs[s.ref] = s
-        for ref in self.zombies:
-            refs[ref] = None
+            if s.ready_ref is not None:
+                refs[s.ready_ref] = (s, None)
+            for call in s.calls:
+                refs[call.ref] = (s, call)
+        for ref, call in self.zombies.items():
+            refs[ref] = (None, call)
         now = time.monotonic()
-        deadlines = [s.started + self.task_timeout - now for s in self.slots if s.state == "busy"]
+        deadlines = [s.calls[0].clock + self.task_timeout - now for s in self.slots if s.calls]
         timeout = max(0.0, min([_POLL_S, *deadlines]))
         done, _ = self.ray.wait(list(refs), num_returns=1, timeout=timeout, fetch_local=False) if refs else ([], [])
         results = []
         for ref in done:
-            slot = refs[ref]
+            slot, call = refs[ref]
             if slot is None:
-                task, tag, worker = self.zombies.pop(ref)
+                self.zombies.pop(ref)
                 with contextlib.suppress(Exception):
                     self.ray.get(ref)
                     continue  # it finished after all: its outputs are committed, nothing to clean
-                self._clean(task, tag, worker)
-            elif slot.state == "starting":
+                self._clean(call.task, call.tag, call.worker)
+            elif call is None:
                 self._on_ready(slot)
             else:
-                result = self._on_done(slot, pending)
+                result = self._on_done(slot, call, pending)
                 if result is not None:
                     results.append(result)
         now = time.monotonic()
         for slot in self.slots:
-            if slot.state == "busy" and now - slot.started > self.task_timeout:
+            if slot.calls and now - slot.calls[0].clock > self.task_timeout:
                 result = self._timeout(slot, pending)
                 if result is not None:
                     results.append(result)
@@ -490,17 +578,17 @@ class _Pool:
         nodes: dict[str, dict] = {}
         for s in self.slots:
             node = s.info.get("node")
-            if node:
-                entry = nodes.setdefault(node, {"workers": 0, "done": 0})
-                entry["workers"] += 1
+            if node and not s.dead:
+                nodes.setdefault(node, {"workers": 0, "done": 0})["workers"] += 1
         for node, n in self.done_per_node.items():
             nodes.setdefault(node, {"workers": 0, "done": 0})["done"] = n
         return {
             **self.base_info,
-            "workers_ready": states["idle"] + states["busy"],
-            "workers_starting": states["starting"],
+            "prefetch": self.depth - 1,
+            "workers_ready": sum(s.ready and not s.dead for s in self.slots),
+            "workers_starting": sum(not s.ready and not s.dead for s in self.slots),
             "workers_dead": states["dead"],
-            "running": states["busy"],
+            "running": sum(len(s.calls) for s in self.slots),
             "done": self.finished,
             "retried": len(self.retried),
             "retries": self.retries,
@@ -527,7 +615,7 @@ class _Pool:
 
     def stop(self) -> None:
         """Kill every actor; delete what in-flight calls were writing (after an interrupt or at the end)."""
-        inflight = {s.ref: (s.task, s.info.get("tag"), s.info.get("worker")) for s in self.slots if s.state == "busy"}
+        inflight = {c.ref: c for s in self.slots for c in s.calls}
         inflight.update(self.zombies)
         for slot in self.slots:
             with contextlib.suppress(Exception):
@@ -535,8 +623,8 @@ class _Pool:
         if inflight:
             with contextlib.suppress(Exception):
                 self.ray.wait(list(inflight), num_returns=len(inflight), timeout=10)
-            for task, tag, worker in inflight.values():
-                self._clean(task, tag, worker)
+            for call in inflight.values():
+                self._clean(call.task, call.tag, call.worker)
         self.zombies.clear()
 
 
@@ -572,8 +660,12 @@ def run_ray(
             log.warning("%d Ray workers planned (runtime.num_workers=%s, at most one per panorama) but the cluster has "
                         "room for %d of %g CPUs and %g GPUs now: starting with those; the others join when resources "
                         "free up", num, rt.num_workers, fits_now, cpus, gpus)
+        prefetch = int(rt.prefetch)
+        if prefetch < 0:
+            raise RayRuntimeError(f"runtime.prefetch must be >= 0, got {prefetch}")
         actor_cls = ray.remote(_RayPanoramaWorker).options(
-            num_cpus=cpus, num_gpus=gpus, max_restarts=int(rt.max_worker_restarts), max_task_retries=0)
+            num_cpus=cpus, num_gpus=gpus, max_restarts=int(rt.max_worker_restarts), max_task_retries=0,
+            max_concurrency=prefetch + 2)  # prefetch + 1 panorama calls and the ready ping
         base = {"runtime": "ray", "address": rt.address, "workers": num, "workers_placeable_at_start": min(num, fits_now),
                 "cpus_per_worker": cpus, "gpus_per_worker": gpus, "cluster_nodes": len(alive_nodes),
                 "driver_node_ip": ray.util.get_node_ip_address(),

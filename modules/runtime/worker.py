@@ -164,14 +164,24 @@ class PanoramaWorker:
             log.warning("%s failed", result.image_path, exc_info=exc)
         return result
 
-    def process(self, task: PanoramaTask, data: bytes | None = None) -> TaskResult:
+    def process(self, task: PanoramaTask, data: bytes | None = None, turn=None) -> TaskResult:
         """Run one panorama. Errors become a failed result (never raised, except ``propagate``); interrupts
-        propagate after cleanup. ``data``: the input's bytes when the driver shipped them."""
+        propagate after cleanup. ``data``: the input's bytes when the driver shipped them. ``turn``: a context
+        manager held around the pipeline only (a Ray actor runs several calls in threads: reading and writing
+        overlap, the pipeline runs one panorama at a time, in order); it is entered even when reading failed."""
         start = time.perf_counter()
         result = self._new_result(task)
+        turn = turn if turn is not None else contextlib.nullcontext()
         try:
-            rgb = self.read(task, data)
-            self.write(task, rgb, self.compute(task, rgb), shipped=data is not None)
+            try:
+                rgb = self.read(task, data)
+            except Exception:
+                with turn:  # give up this call's place in the order
+                    pass
+                raise
+            with turn:
+                out = self.compute(task, rgb)
+            self.write(task, rgb, out, shipped=data is not None)
         except Exception as exc:  # one bad panorama must not stop the others
             self._fail(result, exc)
         result.seconds = time.perf_counter() - start

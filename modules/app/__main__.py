@@ -1,0 +1,7 @@
+"""``python -m modules.app``: start the web app (see ``--help``)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
