@@ -20,7 +20,7 @@ from ..geo_predictors.depth_pro import DepthProPredictor
 from ..geo_predictors.errors import WeightsNotFoundError
 from ..geo_predictors.midas import MidasPredictor
 from ..geo_predictors.weights import WeightsSpec, resolve_weights
-from ..pipeline import SCALE_METHODS as _SCALE_METHODS
+from ..fusion.scale import SCALE_METHODS as _SCALE_METHODS
 
 __all__ = ["FormError", "JobOptions", "parse_form", "form_defaults", "weights_status", "examples", "NETWORKS",
            "PREDICTORS", "MESH_FORMATS", "SCALE_METHODS", "missing_weights", "SYNTHETIC_LABEL", "network_overrides",
