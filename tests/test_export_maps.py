@@ -63,3 +63,12 @@ def test_maps_read_back(tmp_path):
     assert (np.asarray(Image.open(files["normal_png"]))[~ok] == 0).all()
     with pytest.raises(ValueError, match="unknown map"):
         write_surface_maps(tmp_path, d, maps=("depth_exr",))
+
+
+def test_exr_maps_skipped_without_openexr(tmp_path, monkeypatch, caplog):
+    import modules.export.maps as maps
+
+    monkeypatch.setattr(maps, "available", lambda module: module != "OpenEXR")
+    files = write_surface_maps(tmp_path, torch.full((8, 16), 2.0))
+    assert set(files) == {"normal_png", "mask_png"} and not list(tmp_path.glob("*.exr"))
+    assert "immersivedepth[eval]" in caplog.text

@@ -15,6 +15,7 @@ EXR files use ZIP compression; all go through :func:`modules.export.atomic.atomi
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -23,11 +24,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..extras import available, missing_message
 from ..geometry.erp_normals import erp_normals
 from ..geometry.spherical import erp_directions
 from .atomic import atomic_path
 
 __all__ = ["MAP_NAMES", "write_exr", "write_surface_maps"]
+
+log = logging.getLogger(__name__)
 
 MAP_NAMES = ("distance_exr", "points_exr", "normal_png", "normal_exr", "mask_png")
 
@@ -59,10 +63,15 @@ def write_surface_maps(
     maps: tuple[str, ...] = MAP_NAMES,
     png_compress_level: int = 1,
 ) -> dict[str, Path]:
-    """Write the chosen maps (names in :data:`MAP_NAMES`) for an ERP distance map [H, W]; returns {name: path}."""
+    """Write the chosen maps (names in :data:`MAP_NAMES`) for an ERP distance map [H, W]; returns {name: path}.
+    Without OpenEXR (the ``eval`` extra) the EXR maps are skipped with a warning naming the extra."""
     unknown = sorted(set(maps) - set(MAP_NAMES))
     if unknown:
         raise ValueError(f"unknown map(s) {unknown}; expected some of {MAP_NAMES}")
+    if any(m.endswith("_exr") for m in maps) and not available("OpenEXR"):
+        skipped = [m for m in maps if m.endswith("_exr")]
+        log.warning("%s skipped: %s", ", ".join(skipped), missing_message("EXR maps", "OpenEXR"))
+        maps = tuple(m for m in maps if not m.endswith("_exr"))
     out_dir = Path(out_dir)
     d = distance.detach()
     valid = torch.isfinite(d) & (d > 0)
