@@ -27,6 +27,7 @@ from .fusion.metric_scale import metric_view_cameras, network_scale
 from .fusion.blending import Blender, fill_holes
 from .fusion.faces import AlignedFaces, FacePredictions
 from .fusion.refinement import NoRefinement
+from .fusion.sky import SkyDetector, sanitize_predictions
 from .geo_predictors.base import DepthPredictor, resolve_device
 from .geometry.projections import IcosahedronProjection, TangentProjection
 from .geometry.tangent import TangentCameras, erp_to_faces
@@ -175,7 +176,7 @@ def apply_scale(
     height, factor = scale.get("camera_height"), scale.get("factor")
     if height is not None and factor is not None:
         raise UserError("give scale.camera_height or scale.factor, not both")
-    out = distance / distance[distance > 0].median()
+    out = distance / distance[torch.isfinite(distance) & (distance > 0)].median()  # the sky (+inf) is no surface
     method = requested
     if requested == "auto":
         method = ("network" if metric is not None else "camera_height" if height is not None
@@ -252,6 +253,8 @@ class PanoramaPipeline:
         device: where geometry and fusion run (``auto`` | ``cpu`` | ``cuda`` | ``mps``).
         scale: metric scale options (see :func:`apply_scale`); None: relative output with median 1.
         preprocess: callable applied to the face images [F, 3, S, S] before prediction (None: none).
+        sky: a :class:`~modules.fusion.sky.SkyDetector` (None: every pixel is a surface); sky pixels get distance
+            +inf and confidence 0, and alignment, blending and refinement leave them out.
     """
 
     def __init__(
@@ -265,6 +268,7 @@ class PanoramaPipeline:
         device: str = "cpu",
         scale: dict | None = None,
         preprocess=None,
+        sky: SkyDetector | None = None,
     ):
         self.projection = projection
         self.predictor = predictor
@@ -275,6 +279,7 @@ class PanoramaPipeline:
         self.device = resolve_device(device)
         self.scale = scale
         self.preprocess = preprocess
+        self.sky = sky if sky is not None and sky.enabled else None
         self._cameras = None
 
     def cameras(self, dtype: torch.dtype = torch.float32):
@@ -305,14 +310,20 @@ class PanoramaPipeline:
             disparity, confidence = self.predictor.predict_with_confidence(faces_rgb, cams)
             metric = predict_metric_views(self.predictor, rgb.to(dev), self.scale, self.preprocess)
         pred = FacePredictions(disparity.to(dev, torch.float32), confidence.to(dev, torch.float32), cams)
+        info = {}
+        sky = None
         with timer("alignment", dev):
-            aligned = self.alignment.align(pred)
+            if self.sky is None:
+                aligned = self.alignment.align(sanitize_predictions(pred)[0])
+            else:
+                aligned, sky, info["sky"] = self.sky.align(self.alignment, pred, H, W)
         with timer("blending", dev):
             distance, conf = self.blender.blend(aligned, H, W)
-        info = {}
         if self.refinement is not None:
             with timer("refinement", dev):
                 distance, info["refinement"] = self._refine(aligned, distance)
+        if sky is not None:
+            distance, conf = SkyDetector.apply(distance, conf, sky)
         with timer("scale", dev):
             distance, scale_info = apply_scale(distance, self.scale, metric, _metric_note(self.predictor))
         return PipelineResult(

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_container
-from ..export.depth_files import write_distance_png, write_json, write_npy, write_preview
+from ..export.depth_files import write_distance_png, write_json, write_npy, write_preview, write_sky_mask
 from ..export.maps import write_surface_maps
 from ..export.pointcloud import erp_points, write_point_cloud_ply
 from ..pipeline import PanoramaPipeline, PipelineResult
@@ -43,6 +43,7 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
         device=cfg.runtime.device,
         scale=OmegaConf.to_container(cfg.scale, resolve=True),
         preprocess=instantiate(cfg.preprocess, _convert_="all"),
+        sky=instantiate(cfg.fusion.sky),
     )
 
 
@@ -50,7 +51,7 @@ def write_panorama_outputs(
     out_dir: Path, rgb: torch.Tensor, result: PipelineResult, cfg: DictConfig, image_path: str | None, extra: dict | None = None
 ) -> dict[str, Any]:
     """Write distance.npy, distance.png, distance_preview.png, confidence.npy, the maps of ``export.maps``
-    (distance.exr, points.exr, normal.png, normal.exr, mask.png), pointcloud.ply and, last, meta.json.
+    (distance.exr, points.exr, normal.png, normal.exr, mask.png), sky_mask.png, pointcloud.ply and, last, meta.json.
 
     Returns the meta dictionary.
     """
@@ -64,6 +65,7 @@ def write_panorama_outputs(
                   ex.png_compress_level)
     write_npy(out_dir / "confidence.npy", result.confidence.cpu())
     write_surface_maps(out_dir, distance, tuple(ex.maps), ex.png_compress_level)
+    write_sky_mask(out_dir / "sky_mask.png", distance, ex.png_compress_level)
     if ex.pointcloud.enabled:
         points, colours = erp_points(distance, rgb.cpu(), stride=int(ex.pointcloud.stride))
         write_point_cloud_ply(out_dir / "pointcloud.ply", points, colours, axes=ex.axes)
