@@ -176,7 +176,10 @@ def apply_scale(
     height, factor = scale.get("camera_height"), scale.get("factor")
     if height is not None and factor is not None:
         raise UserError("give scale.camera_height or scale.factor, not both")
-    out = distance / distance[torch.isfinite(distance) & (distance > 0)].median()  # the sky (+inf) is no surface
+    surface = torch.isfinite(distance) & (distance > 0)  # the sky (+inf) is no surface
+    if not bool(surface.any()):
+        return distance, {"units": "relative", "method": "none", "note": "no surface: every pixel is sky"}
+    out = distance / distance[surface].median()
     method = requested
     if requested == "auto":
         method = ("network" if metric is not None else "camera_height" if height is not None

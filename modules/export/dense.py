@@ -356,11 +356,13 @@ def export_dense_assets(
     scale: ScaleOptions | Mapping | None = None,
     generator: torch.Generator | None = None,
     axes: str = "gltf",
+    sky_dome: float | None = None,
 ) -> DenseExportResult:
     """Scale the distances and write the mesh files (and splats, point cloud, previews when enabled).
 
     Args:
-        distance: [H, W] ERP distance; NaN / inf / <= 0 pixels are invalid and dropped.
+        distance: [H, W] ERP distance; NaN / inf / <= 0 pixels are invalid and dropped (+inf is the sky, see
+            ``sky_dome``).
         rgb: [3, H, W] colours in [0, 1], or None (uncoloured files, no OBJ texture, no splats).
         out_dir: output directory (created).
         confidence: optional [H, W] in [0, 1] (splat opacity).
@@ -368,6 +370,8 @@ def export_dense_assets(
         generator: torch.Generator for the floor fit.
         axes: frame of the mesh files and points.ply ("gltf", "blender_z_up", "opencv"; see mesh_io; GLB is
             always glTF, splats have their own ``splats.axes``).
+        sky_dome: None: the sky is dropped; a number: sky pixels are put this many times the farthest surface away
+            (a textured dome for viewers).
     Returns:
         :class:`DenseExportResult`; ``files`` keys: mesh_ply, mesh_obj, mesh_mtl, mesh_texture, mesh_glb,
         mesh_fbx, splats_ply, splats_splat, points_ply, preview_*.
@@ -389,6 +393,8 @@ def export_dense_assets(
     scale_result = metric_scale(distance, camera_height=sc.camera_height, factor=sc.factor, floor=sc.floor,
                                 relative=sc.relative, generator=generator)
     d = torch.where(valid, distance * scale_result.factor, torch.full_like(distance, float("nan")))
+    if sky_dome is not None:  # sky (+inf) on a textured dome sky_dome x the farthest surface away, for viewers
+        d = torch.where(torch.isposinf(distance), sky_dome * d[valid].max(), d)
     m = _build_mesh(d, rgb, mo)
     written: dict[str, Path] = {}
     texture = rgb if fo.texture else None
