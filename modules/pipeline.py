@@ -33,6 +33,7 @@ from .fusion.refinement import NoRefinement
 from .fusion.scale import MetricViews, Scale
 from .geo_predictors.base import DepthPredictor
 from .geometry.cache import ValueCache
+from .fusion.sky import SkyDetector, sanitize_predictions
 from .geometry.projections import IcosahedronProjection, TangentProjection
 from .geometry.tangent import erp_to_faces
 from .predictor_cache import predictor_from_config
@@ -166,6 +167,8 @@ class PanoramaPipeline:
         device: where geometry and fusion run (``auto`` | ``cpu`` | ``cuda`` | ``mps``).
         scale: the scale stage (:class:`~modules.fusion.scale.Scale`); None: relative output with median 1.
         preprocess: callable applied to the face images [F, 3, S, S] before prediction (None: none).
+        sky: a :class:`~modules.fusion.sky.SkyDetector` (None: every pixel is a surface); sky pixels get distance
+            +inf and confidence 0, and alignment, blending and refinement leave them out.
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class PanoramaPipeline:
         device: str = "cpu",
         scale: Scale | None = None,
         preprocess=None,
+        sky: SkyDetector | None = None,
     ):
         self.projection = projection
         self.predictor = predictor
@@ -187,6 +191,7 @@ class PanoramaPipeline:
         self.device = resolve_device(device)
         self.scale = scale if scale is not None else Scale()
         self.preprocess = preprocess
+        self.sky = sky if sky is not None and sky.enabled else None
         self._cameras = None
         #: derived geometry of the stages (samples, sparse patterns) keyed by value; shared by the stages
         self.cache = ValueCache()
@@ -221,15 +226,21 @@ class PanoramaPipeline:
             disparity, confidence = self.predictor.predict_with_confidence(faces_rgb, cams)
             metric = predict_metric_views(self.predictor, rgb.to(dev), self.scale, self.preprocess)
         pred = FacePredictions(disparity.to(dev, torch.float32), confidence.to(dev, torch.float32), cams)
+        info = {}
+        sky = None
         with timer("alignment", dev):
-            aligned = self.alignment.align(pred)
+            if self.sky is None:
+                aligned = self.alignment.align(sanitize_predictions(pred)[0])
+            else:
+                aligned, sky, info["sky"] = self.sky.align(self.alignment, pred, H, W)
         with timer("blending", dev):
             distance, conf = self.blender.blend(aligned, H, W)
-        info = {}
         with timer("refinement", dev):
             distance, refined = self.refinement.apply(self.blender, aligned, distance, conf)
         if refined:
             info["refinement"] = refined
+        if sky is not None:
+            distance, conf = SkyDetector.apply(distance, conf, sky)
         with timer("scale", dev):
             distance, scaled = self.scale(distance, metric=metric, metric_note=_metric_note(self.predictor))
             scale_info = scaled.info
@@ -313,6 +324,7 @@ def build_pipeline(cfg: DictConfig, predictor=None) -> PanoramaPipeline:
         device=cfg.runtime.device,
         scale=instantiate(cfg.scale, _convert_="all"),
         preprocess=instantiate(cfg.preprocess, _convert_="all"),
+        sky=instantiate(cfg.fusion.sky),
     )
 
 

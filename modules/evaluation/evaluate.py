@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable
 
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -19,7 +20,19 @@ from .dataset import EvalPair
 from .metrics import METRIC_NAMES, EvaluationError, compute_metrics
 from .readers import GroundTruth, GroundTruthError
 
-__all__ = ["evaluate_pairs"]
+__all__ = ["evaluate_pairs", "sky_scores"]
+
+
+def sky_scores(pred_sky: Tensor, gt_sky: Tensor, gt_surface: Tensor) -> dict[str, float]:
+    """Sky precision / recall of a predicted sky mask (nearest-resized to the truth's size) and the share of true
+    surface pixels flagged as sky. pred_sky: [h, w] bool; gt_sky, gt_surface: [H, W] bool."""
+    if tuple(pred_sky.shape) != tuple(gt_sky.shape):
+        pred_sky = F.interpolate(pred_sky[None, None].float(), size=tuple(gt_sky.shape), mode="nearest")[0, 0] > 0.5
+    tp = float((pred_sky & gt_sky).sum())
+    flagged = float(pred_sky[gt_sky | gt_surface].sum())
+    return {"sky_precision": tp / flagged if flagged else float("nan"),
+            "sky_recall": tp / max(1.0, float(gt_sky.sum())),
+            "surface_as_sky": float((pred_sky & gt_surface).sum()) / max(1.0, float(gt_surface.sum()))}
 
 
 def evaluate_pairs(
@@ -51,8 +64,12 @@ def evaluate_pairs(
     for pair in tqdm(pairs, desc="eval", unit="image", disable=not progress):
         try:
             gt = read_gt(pair.gt)
-            pred = resize_map(predict(pair).to(gt.values.device), gt.values.shape, erp=erp)
+            raw = predict(pair).to(gt.values.device)
+            pred_sky = torch.isposinf(raw)  # no surface (sky): never scored as a distance
+            pred = resize_map(torch.where(pred_sky, torch.full_like(raw, float("nan")), raw), gt.values.shape, erp=erp)
             row = {"image": pair.name, **compute_metrics(pred, gt.values, mask=gt.valid, **metric_kwargs)}
+            if gt.sky is not None:
+                row.update(sky_scores(pred_sky, gt.sky, gt.valid))
         except (EvaluationError, GroundTruthError) as exc:
             if not record_failures:
                 raise

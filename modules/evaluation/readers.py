@@ -71,11 +71,13 @@ class GroundTruth:
         values: [H, W] float32 metres (0 where invalid).
         valid: [H, W] bool.
         quantity: ``"distance"`` or ``"depth"``.
+        sky: [H, W] bool where the file holds ``+inf`` (no surface: sky), or None when it has none.
     """
 
     values: Tensor
     valid: Tensor
     quantity: str
+    sky: Tensor | None = None
 
     def __iter__(self) -> Iterator[Tensor]:
         """Unpacks as ``values, valid = reader(path)``."""
@@ -92,8 +94,10 @@ def _require_file(path: str | os.PathLike) -> Path:
 def _finish(raw_metres: np.ndarray, invalid: np.ndarray, quantity: str) -> GroundTruth:
     values = np.asarray(raw_metres, dtype=np.float32)
     valid = ~invalid & np.isfinite(values) & (values > 0)
+    sky = ~invalid & np.isposinf(values)
     values = np.where(valid, values, np.float32(0.0)).astype(np.float32)
-    return GroundTruth(torch.from_numpy(values), torch.from_numpy(valid), quantity)
+    return GroundTruth(torch.from_numpy(values), torch.from_numpy(valid), quantity,
+                       torch.from_numpy(sky) if sky.any() else None)
 
 
 def read_uint16_png(path: str | os.PathLike) -> np.ndarray:

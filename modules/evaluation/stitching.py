@@ -35,9 +35,11 @@ def face_border_edges(cameras: TangentCameras, height: int, width: int) -> tuple
 
 
 def _mean_jump(log_d: Tensor, across_x: Tensor, across_y: Tensor) -> Tensor:
+    """Mean |jump| over the border edges given; edges with a non-finite end (sky) are skipped."""
     jx = (torch.roll(log_d, -1, dims=1) - log_d).abs()[across_x]
     jy = (log_d[1:] - log_d[:-1]).abs()[across_y[:-1]]
-    return torch.cat((jx, jy)).mean()
+    j = torch.cat((jx, jy))
+    return j[torch.isfinite(j)].mean()
 
 
 def seam_score(distance: Tensor, truth: Tensor, cameras: TangentCameras) -> float:
@@ -45,13 +47,18 @@ def seam_score(distance: Tensor, truth: Tensor, cameras: TangentCameras) -> floa
 
     Args:
         distance: [H, W] fused distance (any global scale: only log differences count).
-        truth: [H, W] ground-truth distance.
+        truth: [H, W] ground-truth distance (``inf`` for the sky; edges touching sky in either map are skipped).
         cameras: the faces whose borders are examined.
     """
     if distance.shape != truth.shape:
         raise ValueError(f"distance {tuple(distance.shape)} and truth {tuple(truth.shape)} differ in shape")
     H, W = distance.shape
     ax, ay = face_border_edges(cameras.to(distance.device), H, W)
+    # only edges between surfaces count (sky, ``inf``, in either map is left out of both)
+    surface = torch.isfinite(distance) & torch.isfinite(truth.to(distance.device))
+    ax = ax & surface & torch.roll(surface, -1, dims=1)
+    ay = ay.clone()
+    ay[:-1] &= surface[:-1] & surface[1:]
     pred = _mean_jump(torch.log(distance.double()), ax, ay)
     ref = _mean_jump(torch.log(truth.to(distance.device).double()), ax, ay)
     return float(pred / ref)

@@ -102,11 +102,13 @@ def export_dense_assets(
     scale: Scale | Mapping | None = None,
     generator: torch.Generator | None = None,
     axes: str = "gltf",
+    sky_dome: float | None = None,
 ) -> DenseExportResult:
     """Scale the distances and write the mesh files (and splats, point cloud, previews when enabled).
 
     Args:
-        distance: [H, W] ERP distance; NaN / inf / <= 0 pixels are invalid and dropped.
+        distance: [H, W] ERP distance; NaN / inf / <= 0 pixels are invalid and dropped (+inf is the sky, see
+            ``sky_dome``).
         rgb: [3, H, W] colours in [0, 1], or None (uncoloured files, no OBJ texture, no splats).
         out_dir: output directory (created).
         confidence: optional [H, W] in [0, 1] (splat opacity).
@@ -115,6 +117,8 @@ def export_dense_assets(
         generator: torch.Generator for the floor fit.
         axes: frame of the mesh files and points.ply ("gltf", "blender_z_up", "opencv"; see mesh_io; GLB is
             always glTF, splats have their own ``splats.axes``).
+        sky_dome: None: the sky is dropped; a number: sky pixels are put this many times the farthest surface away
+            (a textured dome for viewers).
     Returns:
         :class:`DenseExportResult`; ``files`` keys: mesh_ply, mesh_obj, mesh_mtl, mesh_texture, mesh_glb,
         mesh_fbx, splats_ply, splats_splat, points_ply, preview_*.
@@ -129,6 +133,8 @@ def export_dense_assets(
 
     scaled, scale_result = sc(distance, generator)
     d = torch.where(valid, scaled, torch.full_like(distance, float("nan")))
+    if sky_dome is not None:  # sky (+inf) on a textured dome sky_dome x the farthest surface away, for viewers
+        d = torch.where(torch.isposinf(distance), sky_dome * d[valid].max(), d)
     m = _build_mesh(d, rgb, mo)
     d_points, outliers = d, None
     if po.enabled and po.outlier_max_residual is not None:

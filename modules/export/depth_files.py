@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .atomic import atomic_path, write_json  # noqa: F401  (write_json: the one JSON writer, re-exported)
 
-__all__ = ["write_npy", "write_distance_png", "read_distance_png", "colorize", "write_preview", "write_json"]
+__all__ = ["write_npy", "write_distance_png", "read_distance_png", "colorize", "write_preview", "write_json",
+           "write_sky_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +77,11 @@ def write_preview(path: str | os.PathLike, distance: Tensor | np.ndarray, colorm
                   percentiles: tuple[float, float] = (2, 98), compress_level: int = 1) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(colorize(distance, colormap, percentiles)).save(tmp, format="PNG", compress_level=int(compress_level))
+
+
+def write_sky_mask(path: str | os.PathLike, distance: Tensor | np.ndarray, compress_level: int = 1) -> None:
+    """8-bit PNG [H, W]: 255 where the ray meets no surface (distance +inf: sky, infinity), 0 elsewhere."""
+    d = distance.detach().cpu().numpy() if isinstance(distance, Tensor) else np.asarray(distance)
+    mask = np.where(np.isposinf(d), 255, 0).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(mask).save(tmp, format="PNG", compress_level=int(compress_level))

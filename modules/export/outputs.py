@@ -18,7 +18,7 @@ from ..config import to_container
 from ..pipeline import PipelineResult
 from .atomic import write_json
 from .maps import write_surface_maps
-from .depth_files import write_distance_png, write_npy, write_preview
+from .depth_files import write_distance_png, write_npy, write_preview, write_sky_mask
 from .pointcloud import erp_points, write_point_cloud_ply
 
 __all__ = ["write_panorama_outputs", "write_meta", "COMMON_META_KEYS"]
@@ -31,7 +31,7 @@ def write_panorama_outputs(
     out_dir: Path, rgb: torch.Tensor, result: PipelineResult, cfg: DictConfig, image_path: str | None, extra: dict | None = None
 ) -> dict[str, Any]:
     """Write distance.npy, distance.png, distance_preview.png, confidence.npy, the maps of ``export.maps``
-    (distance.exr, points.exr, normal.png, normal.exr, mask.png), pointcloud.ply and, last, meta.json.
+    (distance.exr, points.exr, normal.png, normal.exr, mask.png), sky_mask.png, pointcloud.ply and, last, meta.json.
 
     Returns the meta dictionary.
     """
@@ -45,6 +45,7 @@ def write_panorama_outputs(
                   ex.png_compress_level)
     write_npy(out_dir / "confidence.npy", result.confidence.cpu())
     write_surface_maps(out_dir, distance, tuple(ex.maps), ex.png_compress_level)
+    write_sky_mask(out_dir / "sky_mask.png", distance, ex.png_compress_level)
     if ex.pointcloud.enabled:
         points, colours = erp_points(distance, rgb.cpu(), stride=int(ex.pointcloud.stride))
         write_point_cloud_ply(out_dir / "pointcloud.ply", points, colours, axes=ex.axes)

@@ -275,6 +275,9 @@ class Scale:
         Raises:
             UserError: a method whose input is missing (e.g. ``network`` without a metric predictor).
         """
+        if not bool((torch.isfinite(distance) & (distance > 0)).any()) and bool(torch.isposinf(distance).any()):
+            return distance, ScaleResult(1.0, {"units": "relative", "method": "none", "method_requested": self.method,
+                                               "note": "no surface: every pixel is sky"})
         valid = check_distance_map(distance)
         if self.relative == "median":
             median = distance[valid].median()

@@ -14,10 +14,11 @@ Further error models, each standing for something real networks (MiDaS, Depth An
 
 * ``edge_blur`` (Gaussian sigma as a fraction of the face width): the true disparity is blurred before anything
   else: networks smear depth edges (foreground bleeds into background over several pixels).
-* ``curve_strength``: a per-face monotone, non-affine map of disparity, ``d -> d_max (d / d_max) ** gamma`` with
-  ``log gamma`` uniform in [-curve_strength, curve_strength] (``d_max`` the face's largest true disparity), applied
-  before the scale and shift: networks compress or stretch the far range, differently in every image, so overlaps
-  disagree non-linearly.
+* ``curve_strength``: a per-face monotone, non-affine map of disparity, applied before the scale and shift,
+  ``d -> d_max (1 - exp(-k x)) / (1 - exp(-k))`` with ``x = d / d_max`` (``d_max`` the face's largest true disparity)
+  and k uniform in [-curve_strength, curve_strength]: k > 0 compresses the near range and stretches the far range
+  (relative to the near), k < 0 the opposite, differently in every image, so overlaps disagree non-linearly. Smooth
+  with a finite slope at 0 (the sky stays at 0); not a polynomial.
 * ``infinity_distance``: pixels whose (blurred) true distance exceeds it, the sky (distance ``inf``) included,
   predict raw disparity 0 whatever the face's shift: the networks' output floor for sky and very far content.
   ``null``: the sky follows the face's affine map like any other pixel.
@@ -334,11 +335,11 @@ class SyntheticPredictor(DepthPredictor):
         c = self.corruption
         if c.curve_strength <= 0:
             return d
-        gamma = math.exp(c.curve_strength * (2.0 * float(torch.rand(1, generator=g, dtype=torch.float64)) - 1.0))
+        k = c.curve_strength * (2.0 * float(torch.rand(1, generator=g, dtype=torch.float64)) - 1.0)
         top = d.max()
-        if not bool(top > 0):
+        if not bool(top > 0) or abs(k) < 1e-9:
             return d
-        return top * (d.clamp_min(0) / top) ** gamma
+        return top * torch.expm1(-k * d.clamp_min(0) / top) / math.expm1(-k)
 
     def predict(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
         if cameras is None:

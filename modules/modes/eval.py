@@ -59,6 +59,10 @@ def run(cfg: DictConfig) -> int:
     out = Path(cfg.paths.output_dir)
     write_per_image_csv(out / "per_image.csv", rows)
     summary = {**summarize_metrics(rows), "settings": to_container(e), "predictor": predictor.describe()}
+    sky_rows = [r for r in rows if "sky_recall" in r]
+    if sky_rows:  # ground truth with sky (+inf): how well the sky was found (distances above are surfaces only)
+        summary["sky"] = {k: summarize_metrics(sky_rows, (k,))["metrics"][k]
+                          for k in ("sky_precision", "sky_recall", "surface_as_sky")}
     write_summary_json(out / "summary.json", summary)
     failed = [r for r in rows if "error" in r]
     write_meta(out, cfg, input={"dataset": str(e.dataset), "images": len(rows)}, timings=timings,

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def dense_options(cfg: DictConfig) -> dict:
     """The export.dense groups as plain dicts (and export.axes) for :func:`export_dense_assets`."""
     d = OmegaConf.to_container(cfg.export.dense, resolve=True)
-    return {**{k: d[k] for k in ("mesh", "files", "splats", "point_cloud", "previews")}, "axes": cfg.export.axes}
+    return {**{k: d[k] for k in ("mesh", "files", "splats", "point_cloud", "previews")}, "axes": cfg.export.axes,
+            "sky_dome": d.get("sky_dome")}
 
 
 def run(cfg: DictConfig) -> int:

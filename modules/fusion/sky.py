@@ -1,0 +1,217 @@
+"""Sky and infinity: rays that meet no surface, detected from the predictions.
+
+Real networks (MiDaS, Depth Anything) give the sky and very far content a disparity near zero: their output floor.
+After a per-face shift such pixels would come out at ordinary distances (or negative ones), so they must be found
+before the faces are aligned and blended. The test uses only the predictions:
+
+1. *raw floor*: in each face, pixels whose raw disparity is at most ``raw_threshold`` x the face's disparity level
+   (its 95th percentile of |d|) are sky candidates. A first alignment leaves out everything below
+   ``first_pass_threshold`` x the level (the far field, candidates, and a sky that follows the face's shift): the
+   floor value follows no surface's map, and a sky that does follow it would only pin the solve to ~0.
+2. *aligned infinity*: after the alignment, a face pixel whose aligned inverse distance is at most
+   ``aligned_threshold`` x the panorama's median aligned inverse distance (or not positive) votes sky too: the sky of
+   a network whose floor moves with its shift maps to ~0 once the shift is solved.
+3. *consistency*: where most of the faces that see an ERP pixel are not candidates, the pixel is sky when at least
+   ``vote_threshold`` of them (border-weighted) give ~0. Where most are candidates, it is sky when their aligned
+   values are ~0 on average or disagree (relative spread above ``spread_threshold``): a network's floor value for the
+   sky maps to each face's own shift, while a far surface that sits at a face's floor still maps to one common
+   inverse distance. The shares are averaged over a small neighbourhood (``smooth_px`` at ``detect_height``).
+   Networks blur depth edges, so pixels next to the sky whose inverse distance is well below that of their surface
+   neighbours (``edge_ratio``) join the sky, ``edge_iterations`` pixels deep.
+4. the faces are aligned again on everything but the sky and the raw floor (always when no sky was found; with
+   sky only if ``realign``), and the detection is repeated on that alignment.
+
+Contract of the outputs (the pipeline applies it): distance ``+inf`` and confidence 0 on sky pixels; the faces'
+sky pixels are invalid for blending and refinement, so neither uses them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..geometry.tangent import erp_face_samples, erp_to_faces, faces_to_erp
+from .disparity_curves import face_levels
+from .faces import AlignedFaces, FacePredictions
+
+__all__ = ["SkyDetector", "sanitize_predictions"]
+
+
+def sanitize_predictions(pred: FacePredictions) -> tuple[FacePredictions, Tensor]:
+    """Non-finite disparities become 0 with confidence 0 (NaN / inf from a network never reach a solve).
+
+    Returns:
+        the cleaned predictions and ``finite`` [F, S, S] bool.
+    """
+    finite = torch.isfinite(pred.disparity)
+    if bool(finite.all()) and bool(torch.isfinite(pred.confidence).all()):
+        return pred, finite
+    d = torch.where(finite, pred.disparity, torch.zeros_like(pred.disparity))
+    c = torch.where(finite & torch.isfinite(pred.confidence), pred.confidence, torch.zeros_like(pred.confidence))
+    return FacePredictions(d, c, pred.cameras), finite
+
+
+class SkyDetector:
+    """Detect sky / infinity from the face predictions and align the faces without it (see the module docstring).
+
+    Args:
+        enabled: False: no detection (every pixel is taken as a surface).
+        raw_threshold: raw candidates: disparity <= this x the face's disparity level (95th percentile of |d|).
+        aligned_threshold: aligned inverse distance <= this x the median aligned inverse distance votes sky.
+        vote_threshold: share of the non-candidate faces seeing a pixel whose aligned value is ~0 that makes it sky.
+        spread_threshold: relative spread of the candidate faces' aligned values above which they disagree (sky).
+        first_pass_threshold: the first alignment leaves out raw disparities <= this x the face's level (the far
+            field and any sky that follows the face's shift), so that the detection starts from the near surfaces.
+        edge_ratio, edge_iterations: a pixel touching the sky whose blended inverse distance is below edge_ratio x the
+            largest of its 3 x 3 surface neighbours' joins the sky (a blurred edge), repeated edge_iterations times.
+        smooth_px: radius (pixels at ``detect_height``) of the box over which the share is averaged.
+        detect_height: ERP height at which the votes are counted (the mask is upsampled, nearest, to the output).
+        realign: align again without the detected sky.
+        weight_power: border-weight exponent of the votes.
+    """
+
+    def __init__(self, enabled: bool = True, raw_threshold: float = 0.02, aligned_threshold: float = 0.02,
+                 vote_threshold: float = 0.5, spread_threshold: float = 0.5, first_pass_threshold: float = 0.1,
+                 edge_ratio: float = 0.5, edge_iterations: int = 2, smooth_px: int = 0, detect_height: int = 256, realign: bool = True,
+                 weight_power: float = 1.0):
+        if not 0 < vote_threshold <= 1:
+            raise ValueError(f"vote_threshold must be in (0, 1], got {vote_threshold}")
+        if detect_height < 8:
+            raise ValueError(f"detect_height must be >= 8, got {detect_height}")
+        self.enabled = bool(enabled)
+        self.raw_threshold = float(raw_threshold)
+        self.aligned_threshold = float(aligned_threshold)
+        self.vote_threshold = float(vote_threshold)
+        self.spread_threshold = float(spread_threshold)
+        self.first_pass_threshold = float(first_pass_threshold)
+        self.edge_ratio = float(edge_ratio)
+        self.edge_iterations = int(edge_iterations)
+        self.smooth_px = int(smooth_px)
+        self.detect_height = int(detect_height)
+        self.realign = bool(realign)
+        self.weight_power = float(weight_power)
+        self._cache: dict = {}
+
+    def describe(self) -> dict:
+        return {"enabled": self.enabled, "raw_threshold": self.raw_threshold,
+                "aligned_threshold": self.aligned_threshold, "vote_threshold": self.vote_threshold}
+
+    def raw_candidates(self, pred: FacePredictions, threshold: float | None = None) -> Tensor:
+        """[F, S, S] bool: finite raw disparity at the face's floor (<= threshold (default raw_threshold) x its
+        level)."""
+        level = face_levels(pred.disparity)
+        d = pred.disparity
+        t = self.raw_threshold if threshold is None else float(threshold)
+        return torch.isfinite(d) & (d <= t * level[:, None, None].to(d))
+
+    def _samples(self, faces: AlignedFaces, height: int):
+        key = (*faces.cameras.cache_key(), height)
+        if key not in self._cache:
+            self._cache = {key: erp_face_samples(faces.cameras.to(faces.inv_distance.device, faces.inv_distance.dtype),
+                                                 height, 2 * height, self.weight_power)}
+        return self._cache[key]
+
+    def erp_mask(self, aligned: AlignedFaces, candidates: Tensor, finite: Tensor, height: int) -> Tensor:
+        """[height, 2 height] bool sky mask from the aligned faces (see the module docstring).
+
+        Per ERP pixel, over the faces that see it (border-weighted): ``share_low``, the share of non-candidate faces
+        whose aligned inverse distance is ~0 or not positive; ``share_cand``, the share of raw candidates; and, over
+        the candidate faces, the mean and relative spread of their aligned inverse distance (each face's map averaged
+        over 5 x 5 pixels first, so per-pixel noise does not count as disagreement). Sky: mostly non-candidates and
+        ``share_low >= vote_threshold``; or mostly candidates whose aligned values are ~0 or disagree (relative spread
+        > ``spread_threshold``): the floor value a network gives the sky maps to each face's own shift, while a far
+        surface at a face's floor still maps to one common inverse distance.
+        """
+        inv = aligned.inv_distance
+        surface = aligned.valid & ~candidates
+        ref = inv[surface].median() if bool(surface.any()) else inv.new_tensor(1.0)
+        level = self.aligned_threshold * ref
+        fin = finite.to(inv.dtype)
+        cand = (candidates & finite).to(inv.dtype)
+        non = fin - cand
+        low = (~(inv > level)).to(inv.dtype) * non
+        x = torch.where(torch.isfinite(inv), inv, torch.zeros_like(inv))
+        num = F.avg_pool2d(F.pad((x * cand)[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
+        den = F.avg_pool2d(F.pad(cand[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
+        xs = num / den.clamp_min(1e-12)
+        maps = torch.stack((fin, non, low, cand, cand * xs, cand * xs * xs, fin * x), 1)
+        erp, _ = faces_to_erp(maps, self._samples(aligned, height))
+        if self.smooth_px > 0:
+            r = self.smooth_px
+            e = F.pad(F.pad(erp[None], (r, r, 0, 0), mode="circular"), (0, 0, r, r), mode="replicate")
+            erp = F.avg_pool2d(e, 2 * r + 1, stride=1)[0]
+        seen, non_w, low_w, cand_w = erp[0], erp[1], erp[2], erp[3]
+        tiny = 1e-12
+        share_low = low_w / non_w.clamp_min(tiny)
+        mean = erp[4] / cand_w.clamp_min(tiny)
+        spread = (erp[5] / cand_w.clamp_min(tiny) - mean * mean).clamp_min(0).sqrt() / mean.abs().clamp_min(tiny)
+        mostly_non = non_w >= 0.5 * seen
+        sky_non = mostly_non & (share_low >= self.vote_threshold)
+        sky_cand = ~mostly_non & (cand_w > 0) & ((mean <= level) | (spread > self.spread_threshold))
+        sky = (seen > 1e-6) & (sky_non | sky_cand)
+        # blurred edges: a pixel next to the sky whose inverse distance is well below its surface neighbours' is a
+        # mixture of sky and surface (networks smear depth edges): sky
+        blend = erp[6] / seen.clamp_min(tiny)
+        for _ in range(self.edge_iterations):
+            surf = torch.where(sky, torch.zeros_like(blend), blend)[None, None]
+            surf = F.pad(F.pad(surf, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1), mode="replicate")
+            near_max = F.max_pool2d(surf, 3, stride=1)[0, 0]
+            s = F.pad(F.pad(sky[None, None].to(blend.dtype), (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1),
+                      mode="replicate")
+            touches = F.max_pool2d(s, 3, stride=1)[0, 0] > 0
+            grow = touches & ~sky & (seen > 1e-6) & (blend < self.edge_ratio * near_max)
+            if not bool(grow.any()):
+                break
+            sky = sky | grow
+        return sky
+
+    def align(self, alignment, pred: FacePredictions, height: int, width: int) -> tuple[AlignedFaces, Tensor, dict]:
+        """Align ``pred`` with ``alignment`` leaving the sky out.
+
+        Args:
+            alignment: an :class:`~modules.fusion.alignment.Alignment`.
+            pred: the raw face predictions (may hold NaN / inf).
+            height, width: output ERP size.
+        Returns:
+            aligned faces (sky pixels invalid), sky [height, width] bool, a report.
+        """
+        pred, finite = sanitize_predictions(pred)
+        if not self.enabled:
+            return alignment.align(pred), torch.zeros(height, width, dtype=torch.bool, device=pred.disparity.device), {}
+        candidates = self.raw_candidates(pred) & finite
+        h = min(height, self.detect_height)
+        far = self.raw_candidates(pred, self.first_pass_threshold) & finite
+        masked = FacePredictions(pred.disparity, torch.where(far, torch.zeros_like(pred.confidence),
+                                                              pred.confidence), pred.cameras)
+        aligned = alignment.align(masked)
+        sky_small = self.erp_mask(aligned, candidates, finite, h)
+        report = {"raw_candidates": float(candidates.double().mean())}
+        face_sky = candidates | (self._to_faces(sky_small, pred) if bool(sky_small.any()) else candidates)
+        if self.realign or not bool(sky_small.any()):
+            # the final alignment uses every pixel but the sky and the raw floor (the first pass left out more)
+            masked = FacePredictions(pred.disparity, torch.where(face_sky, torch.zeros_like(pred.confidence),
+                                                                  pred.confidence), pred.cameras)
+            aligned = alignment.align(masked)
+            if bool(sky_small.any()):
+                sky_small = self.erp_mask(aligned, candidates, finite, h)
+        sky = sky_small
+        if (h, 2 * h) != (height, width):
+            sky = F.interpolate(sky_small[None, None].float(), size=(height, width), mode="nearest")[0, 0] > 0.5
+        face_sky = self._to_faces(sky_small, pred)
+        aligned = AlignedFaces(aligned.inv_distance, aligned.valid & ~face_sky & finite, aligned.confidence,
+                               aligned.cameras, {**aligned.info, "sky": report})
+        report["sky_fraction"] = float(sky.double().mean())
+        return aligned, sky, report
+
+    @staticmethod
+    def _to_faces(sky: Tensor, pred: FacePredictions) -> Tensor:
+        """ERP mask [h, 2h] -> [F, S, S] bool (bilinear share > 0.5)."""
+        cams = pred.cameras.to(pred.disparity.device, pred.disparity.dtype)
+        return erp_to_faces(sky.to(pred.disparity.dtype)[None, None], cams, antialias=False)[0, :, 0] > 0.5
+
+    @staticmethod
+    def apply(distance: Tensor, confidence: Tensor, sky: Tensor) -> tuple[Tensor, Tensor]:
+        """The output contract: distance +inf and confidence 0 where ``sky``."""
+        return (torch.where(sky, torch.full_like(distance, float("inf")), distance),
+                torch.where(sky, torch.zeros_like(confidence), confidence))
