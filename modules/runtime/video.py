@@ -357,13 +357,13 @@ def _write_outputs(cfg, source: VideoSource, frames: list[int], tasks, ordered, 
                     continue
                 if pc:
                     points, colours = erp_points(distance, rgb, stride=int(ex.pointcloud.stride))
-                    write_point_cloud_ply(out_dir / "pointclouds" / f"{name}.ply", points, colours)
+                    write_point_cloud_ply(out_dir / "pointclouds" / f"{name}.ply", points, colours, axes=str(ex.axes))
                     written["pointclouds"] += 1
                 if mesh:
                     m = ex.dense.mesh
                     grid = erp_grid_mesh(distance, rgb, stride=int(m.stride), max_edge_stretch=m.max_edge_stretch,
                                          max_grazing_deg=m.max_grazing_deg, close_poles=bool(m.close_poles))
-                    write_mesh_ply(out_dir / "meshes" / f"{name}.ply", grid, str(ex.dense.files.ply_axes))
+                    write_mesh_ply(out_dir / "meshes" / f"{name}.ply", grid, str(ex.axes))
                     written["meshes"] += 1
         if writer is not None:
             writer.close()
