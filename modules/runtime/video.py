@@ -164,14 +164,14 @@ def consistency_pass(tracks: list[FrameTrack], c: DictConfig, percentiles: tuple
     x = solve_scales(len(tracks), pairs, float(c.anchor_frames)) if c.enabled else np.zeros(len(tracks))
     for t, xi in zip(tracks, x):
         t.log_scale = float(xi)
-    _measure_flicker(tracks, h, float(c.static_threshold), float(c.far_ratio))
+    _measure_flicker(tracks, int(c.flicker_height), float(c.static_threshold), float(c.far_ratio))
     _chain_poses(tracks)
     raw = [t.flicker_raw for t in tracks if t.flicker_raw is not None]
     out = [t.flicker for t in tracks if t.flicker is not None]
     summary = {
         "definition": "median over consecutive frame pairs of the solid-angle weighted median |relative change of "
                       "distance| after the estimated rigid motion, over pixels changing by less than "
-                      f"{float(c.static_threshold)} (static)",
+                      f"{float(c.static_threshold)} (static), at {int(c.flicker_height)} rows",
         "batch": float(np.median(raw)) if raw else None,
         "consistent": float(np.median(out)) if out else None,
         "pairs_measured": len(out),
