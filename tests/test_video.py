@@ -151,7 +151,7 @@ def test_video_outputs(video_run, clip):
 def test_raw_frames_are_the_single_image_result(video_run, clip):
     """raw/NNNNNN is exactly what the pipeline gives that frame on its own (the 'unrelated batch')."""
     from modules.dataset.io import load_panorama
-    from modules.modes.common import build_pipeline
+    from modules.pipeline import build_pipeline
 
     cfg = compose(["mode=video", gt_override(clip), *FAST])
     torch.set_num_threads(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ..runtime.video import run_video
-from .common import configure_runtime
+from ..device import configure_runtime
 
 
 def run(cfg: DictConfig) -> int:
