@@ -30,6 +30,7 @@ MODES: dict[str, str] = {
     "voxel": "modules.modes.voxel:run",
     "render_dense": "modules.modes.render_dense:run",
     "eval": "modules.modes.eval:run",
+    "video": "modules.modes.video:run",
 }
 
 log = logging.getLogger("immersivedepth")

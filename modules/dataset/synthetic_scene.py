@@ -150,17 +150,19 @@ def _rot_y(yaw: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def cast(scene: RoomScene | OutdoorScene, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cast rays from the origin.
+def cast(scene: RoomScene | OutdoorScene, dirs: np.ndarray, origin=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Cast rays from ``origin`` (the scene's coordinates; default its origin, where the camera stands).
 
     Args:
         dirs: [N, 3] unit directions.
+        origin: [3] ray origin (inside the room; above the ground outdoors).
     Returns:
         distance [N] (float64, exact; ``inf`` where a ray meets nothing), rgb [N, 3] in [0, 1].
     """
+    origin = np.asarray(origin, dtype=np.float64)
     if isinstance(scene, OutdoorScene):
-        return _cast_outdoor(scene, dirs)
-    lo, hi = np.array(scene.lo), np.array(scene.hi)
+        return _cast_outdoor(scene, dirs, origin)
+    lo, hi = np.array(scene.lo) - origin, np.array(scene.hi) - origin
     with np.errstate(divide="ignore", invalid="ignore"):
         # exit distance of the room box along each axis
         t_axis = np.where(dirs > 0, hi / dirs, np.where(dirs < 0, lo / dirs, np.inf))
@@ -172,18 +174,19 @@ def cast(scene: RoomScene | OutdoorScene, dirs: np.ndarray) -> tuple[np.ndarray,
     normal = np.zeros_like(dirs)
     normal[np.arange(len(dirs)), axis] = -sign
     colour_id = surface.copy()
-    _cast_boxes(scene.boxes, dirs, t, normal, colour_id)
-    points = dirs * t[:, None]
+    _cast_boxes(scene.boxes, dirs, t, normal, colour_id, origin)
+    points = origin + dirs * t[:, None]
     rgb = _shade(scene, points, normal, colour_id)
     return t, rgb
 
 
-def _cast_boxes(boxes, dirs: np.ndarray, t: np.ndarray, normal: np.ndarray, colour_id: np.ndarray) -> None:
-    """Intersect the rays with the boxes; where a box is nearer than ``t``, update t, normal and colour_id (6 + k)
-    in place."""
+def _cast_boxes(boxes, dirs: np.ndarray, t: np.ndarray, normal: np.ndarray, colour_id: np.ndarray,
+                origin: np.ndarray = np.zeros(3)) -> None:
+    """Intersect the rays from ``origin`` with the boxes; where a box is nearer than ``t``, update t, normal and
+    colour_id (6 + k) in place."""
     for k, box in enumerate(boxes):
         R = _rot_y(box.yaw)  # world_from_box
-        o = -np.array(box.center) @ R  # origin in box frame: R^T (0 - c)
+        o = (origin - np.array(box.center)) @ R  # ray origin in the box frame: R^T (origin - c)
         d = dirs @ R
         half = np.array(box.half)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -203,15 +206,16 @@ def _cast_boxes(boxes, dirs: np.ndarray, t: np.ndarray, normal: np.ndarray, colo
         colour_id[hit] = 6 + k
 
 
-def _cast_outdoor(scene: OutdoorScene, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _cast_outdoor(scene: OutdoorScene, dirs: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
-        t_ground = np.where(dirs[:, 1] > 0, scene.camera_height / dirs[:, 1], np.inf)
-    ground = np.isfinite(t_ground) & (t_ground * np.hypot(dirs[:, 0], dirs[:, 2]) <= scene.ground_radius)
+        t_ground = np.where(dirs[:, 1] > 0, (scene.camera_height - origin[1]) / dirs[:, 1], np.inf)
+        foot = origin[[0, 2]] + t_ground[:, None] * dirs[:, [0, 2]]
+    ground = np.isfinite(t_ground) & (np.hypot(foot[:, 0], foot[:, 1]) <= scene.ground_radius)
     t = np.where(ground, t_ground, np.inf)
     normal = np.zeros_like(dirs)
     normal[:, 1] = -1.0
     colour_id = np.where(ground, 3, -1)  # 3: ground, -1: sky
-    _cast_boxes(scene.boxes, dirs, t, normal, colour_id)
+    _cast_boxes(scene.boxes, dirs, t, normal, colour_id, origin)
     rgb = np.zeros_like(dirs)
     sky = ~np.isfinite(t)
     # sky: a vertical gradient (pale at the horizon) with a few soft clouds
@@ -221,7 +225,7 @@ def _cast_outdoor(scene: OutdoorScene, dirs: np.ndarray) -> tuple[np.ndarray, np
     sky_rgb = sky_rgb + (0.25 * np.clip(cloud - 0.6, 0, 1))[:, None]
     rgb[sky] = np.clip(sky_rgb[sky], 0, 1)
     surf = ~sky
-    points = dirs[surf] * t[surf, None]
+    points = origin + dirs[surf] * t[surf, None]
     base = np.where((colour_id[surf] == 3)[:, None], np.array([0.42, 0.41, 0.4]), 0.0)
     for k, box in enumerate(scene.boxes):
         base[colour_id[surf] == 6 + k] = box.colour

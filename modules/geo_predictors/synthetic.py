@@ -40,6 +40,7 @@ This is how stitching quality is measured without network weights; it is never a
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -182,7 +183,9 @@ class SyntheticPredictor(DepthPredictor):
 
     Args:
         gt_distance: path to a float32 ``.npy`` [H, W] ERP distance map on the input panorama's grid; ``None`` looks
-            for ``distance.npy`` beside each input image (the layout of tools/make_synthetic_scene.py).
+            for ``distance.npy`` beside each input image (the layout of tools/make_synthetic_scene.py). For a video
+            (mode=video) it may name one map per frame with ``{frame}`` standing for the source frame number, e.g.
+            ``clip/distance/{frame:06d}.npy`` (the layout of tools/make_synthetic_video.py).
         corruption: :class:`CorruptionConfig` or a dict of its arguments.
         sample_mode: how the truth is read at face pixels: ``"bilinear"`` or ``"nearest"``.
         device: where the rendering runs (``auto`` | ``cpu`` | ``cuda`` | ``mps``).
@@ -216,7 +219,7 @@ class SyntheticPredictor(DepthPredictor):
         self._device = resolve_device(device)
         self._gt: Tensor | None = None
         self._gt_source: Path | None = None
-        if self.gt_path is not None:
+        if self.gt_path is not None and "{frame" not in str(self.gt_path):
             self._set_gt(self.gt_path)
 
     @property
@@ -236,7 +239,16 @@ class SyntheticPredictor(DepthPredictor):
             )
 
     def begin_panorama(self, image_path: str | None, erp_hw: tuple[int, int]) -> None:
-        if self.gt_path is not None:
+        # a video frame is named "<file>#frame=N" (modules/dataset/video.py); gt_distance may hold "{frame}"
+        match = re.match(r"^(.*)#frame=(\d+)$", image_path or "")
+        if match:
+            image_path = match[1]
+        if self.gt_path is not None and "{frame" in str(self.gt_path):
+            if not match:
+                raise GroundTruthError(f"predictor.gt_distance={self.gt_path} names one map per video frame, but "
+                                       f"{image_path} is not a video frame")
+            path = Path(str(self.gt_path).format(frame=int(match[2])))
+        elif self.gt_path is not None:
             path = self.gt_path
         elif image_path is not None:
             path = Path(image_path).with_name("distance.npy")

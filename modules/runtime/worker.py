@@ -27,9 +27,11 @@ import torch
 from omegaconf import DictConfig
 
 from ..dataset.io import InputError, load_panorama
+from ..dataset.video import FrameLoader
 from ..errors import UserError
 from ..export.outputs import write_panorama_outputs
 from ..pipeline import build_pipeline
+from ..export.video import write_frame_raw
 from .staging import staged_output
 
 __all__ = ["PanoramaTask", "TaskResult", "PanoramaWorker", "worker_id", "failure_reason"]
@@ -46,7 +48,7 @@ class PanoramaTask:
 
     Attributes:
         index: position in the run's input list.
-        image_path: absolute path of the input panorama.
+        image_path: absolute path of the input panorama, or a video frame ``<file>#frame=N``.
         name: output name ("" for a single panorama written straight into ``output_dir``).
         output_dir: absolute path of the panorama's output folder.
         into_existing: True for a single panorama (files moved into the run folder), False for a folder of its own.
@@ -61,6 +63,8 @@ class PanoramaTask:
     into_existing: bool
     fingerprint: str
     input_fingerprint: dict = field(default_factory=dict)
+    #: "panorama" (mode=predict's files) or "video_frame" (a frame's raw result, :func:`write_frame_raw`)
+    outputs: str = "panorama"
 
 
 @dataclass
@@ -112,14 +116,15 @@ class PanoramaWorker:
         self.pipeline = build_pipeline(cfg, predictor)
         self.id = worker_id()
         self.propagate = tuple(propagate)
+        self.frames = FrameLoader(min_height=int(cfg.dataset.min_height))
 
     # -- the three stages -------------------------------------------------------------------------------------
 
     def read(self, task: PanoramaTask, data: bytes | None = None) -> torch.Tensor:
         """Decode the input: from ``data`` (its bytes, shipped by the driver) when given, else from its path."""
         min_height = int(self.cfg.dataset.min_height)
-        if data is None:
-            return load_panorama(task.image_path, min_height=min_height)
+        if data is None:  # a panorama file, or a video frame "<file>#frame=N" (decoded by self.frames)
+            return self.frames.load(task.image_path)
         with tempfile.TemporaryDirectory(prefix="immersivedepth-in-") as tmp:
             local = Path(tmp) / Path(task.image_path).name
             local.write_bytes(data)
@@ -142,7 +147,11 @@ class PanoramaWorker:
                       "input_shipped": shipped},
         }
         with staged_output(Path(task.output_dir), into_existing=task.into_existing) as staging:
-            meta = write_panorama_outputs(staging, rgb, out, self.cfg, task.image_path, extra)
+            if task.outputs == "video_frame":
+                meta = write_frame_raw(staging, out, task.image_path, rgb.shape[1], rgb.shape[2],
+                                       extra.pop("predictor"), extra)
+            else:
+                meta = write_panorama_outputs(staging, rgb, out, self.cfg, task.image_path, extra)
         t = meta["timings"]
         level = logging.INFO if task.into_existing else logging.DEBUG  # one line per panorama only for one
         log.log(level, "wrote %s (network %.2f s, other stages %.2f s)", task.output_dir, t["network"],
