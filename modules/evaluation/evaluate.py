@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
