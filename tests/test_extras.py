@@ -70,3 +70,27 @@ def test_cli_exits_2_with_one_line_naming_the_extra(tiny_scene, tmp_path, withou
     errors = [line for line in (proc.stderr + proc.stdout).splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "pip install 'immersivedepth[mesh]'" in errors[0], errors
     assert not any(out.iterdir())  # stopped before any work
+
+
+def test_library_calls_name_the_extra_too(without, tmp_path):
+    """Called from Python (not the CLI), the optional features stop with the same one-line MissingExtraError."""
+    import torch
+
+    from modules.export.mesh import Mesh, poisson_mesh
+    from modules.export.mesh_io import write_mesh_glb
+    from modules.export.pointcloud import process_point_cloud
+
+    without("open3d", "pygltflib", "pyvista", "OpenEXR")
+    mesh = Mesh(torch.rand(3, 3), torch.tensor([[0, 1, 2]]), None)
+    with pytest.raises(MissingExtraError, match=r"\[mesh\]"):
+        write_mesh_glb(tmp_path / "m.glb", mesh)
+    with pytest.raises(MissingExtraError, match=r"\[mesh\]"):
+        process_point_cloud(torch.rand(10, 3), None)
+    with pytest.raises(MissingExtraError, match=r"\[mesh\]"):
+        poisson_mesh(mesh)
+    from modules.evaluation.readers import read_exr_channels
+
+    (tmp_path / "gt.exr").write_bytes(b"x")
+    with pytest.raises(MissingExtraError, match=r"\[eval\]"):
+        read_exr_channels(tmp_path / "gt.exr")
+    assert not (tmp_path / "m.glb").exists()

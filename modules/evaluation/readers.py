@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..extras import require
 
 __all__ = [
     "GroundTruthError",
@@ -125,7 +126,7 @@ def read_uint16_png(path: str | os.PathLike) -> np.ndarray:
 
 def read_exr_channels(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All channels of an OpenEXR file, each [H, W] float32 (half and uint channels are converted)."""
-    import OpenEXR
+    OpenEXR = require("OpenEXR", "reading OpenEXR ground truth")
 
     path = _require_file(path)
     try:

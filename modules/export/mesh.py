@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..extras import require
 from ..geometry.erp_maps import InvalidDistanceError, check_distance_map, valid_distance_mask
 from ..geometry.erp_normals import erp_normals
 from ..geometry.spherical import erp_directions
@@ -384,7 +385,7 @@ def vertex_normals(mesh: Mesh) -> Tensor:
 
 def mesh_to_open3d(mesh: Mesh):
     """:class:`Mesh` -> ``open3d.geometry.TriangleMesh`` (float64 on the CPU)."""
-    import open3d as o3d
+    o3d = require("open3d", "mesh decimation and Poisson reconstruction")
 
     o = o3d.geometry.TriangleMesh(
         o3d.utility.Vector3dVector(mesh.vertices.detach().cpu().double().numpy()),
@@ -437,7 +438,7 @@ def poisson_mesh(
     Returns:
         the reconstructed :class:`Mesh`, triangles re-wound to face the camera.
     """
-    import open3d as o3d
+    o3d = require("open3d", "Poisson reconstruction (export.dense.mesh.poisson)")
 
     if not 0.0 <= density_quantile < 1.0:
         raise ValueError(f"density_quantile must be in [0, 1), got {density_quantile}")

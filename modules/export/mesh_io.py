@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..extras import require
 from .atomic import atomic_path
 from .axes import AXES, to_axes
 from .fbx import encode_fbx, fbx_mesh_document
@@ -380,7 +381,7 @@ def write_mesh_glb(
             baseColorTexture, with TEXCOORD_0 from spherical UVs (seam vertices duplicated).
         normals: write NORMAL (unit, facing the camera).
     """
-    import pygltflib as g
+    g = require("pygltflib", "GLB export")
 
     path = Path(path)
     if mesh.num_vertices == 0 or not bool(torch.isfinite(mesh.vertices).all()):

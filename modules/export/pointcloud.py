@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..extras import require
 from ..geometry.spherical import erp_directions
 from .atomic import atomic_path
 from .axes import to_axes
@@ -113,7 +114,7 @@ def process_point_cloud(
     Returns:
         points [M, 3], colours [M, 3] or None, normals [M, 3] or None, on ``points``' device and dtype.
     """
-    import open3d as o3d
+    o3d = require("open3d", "point-cloud processing (outlier removal, downsampling, normals)")
 
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be [N, 3], got {tuple(points.shape)}")

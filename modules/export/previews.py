@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from ..extras import require
 from .atomic import atomic_path
 from .depth_files import colorize
 from .mesh import Mesh
@@ -96,7 +97,7 @@ def render_views(
     if (mesh is None) == (points is None):
         raise ValueError("render_views needs exactly one of mesh or points")
     _require_offscreen()
-    import pyvista as pv
+    pv = require("pyvista", "rendered previews (export.dense.previews)")
 
     pv.OFF_SCREEN = True
     if mesh is not None:

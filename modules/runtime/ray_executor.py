@@ -55,6 +55,7 @@ from typing import Any, Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import UserError
+from ..extras import missing_message
 from .staging import remove_staging_of, staging_tag
 from .worker import FAILED, PanoramaTask, PanoramaWorker, TaskResult, failure_reason
 
@@ -123,8 +124,8 @@ class _RayPanoramaWorker:
 def _ray():
     try:
         import ray
-    except ImportError as exc:  # pragma: no cover - ray is a normal dependency
-        raise RayRuntimeError("runtime=ray needs the ray package: pip install 'ray>=2.30'") from exc
+    except ImportError:
+        raise RayRuntimeError(missing_message("runtime=ray", "ray")) from None
     return ray
 
 
