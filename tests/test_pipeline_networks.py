@@ -22,6 +22,17 @@ def tiny(predictor: str, variant: str) -> dict:
     return {**tiny_predictor_kwargs(predictor, variant), "variant": variant}
 
 
+def run_tiny(cfg, nested: dict, scene):
+    """Put the tiny configs ``nested`` (sub-predictor key -> constructor kwargs; "" for the predictor itself) into
+    ``cfg.predictor``, build the pipeline and run it on ``scene``; returns the pipeline, the panorama and the result."""
+    for key, values in nested.items():
+        node = cfg.predictor if not key else cfg.predictor[key]
+        for k, v in values.items():
+            OmegaConf.update(node, k, v, force_add=True, merge=False)
+    pipeline, rgb = build_pipeline(cfg), load_panorama(scene)
+    return pipeline, rgb, pipeline.run(rgb, str(scene))
+
+
 @pytest.mark.parametrize(
     "predictor, nested",
     [
@@ -35,13 +46,7 @@ def test_tiny_networks_through_the_pipeline(compose_cfg, tiny_scene, tmp_path, o
     cfg = compose_cfg([f"predictor={predictor}", f"paths.output_dir={tmp_path}", "projection.face_size=48",
                        "fusion.sky.enabled=false",
                        "predictor.batch_size=7" if predictor != "joint" else "predictor.midas.batch_size=7"])
-    for key, values in nested.items():
-        node = cfg.predictor if not key else cfg.predictor[key]
-        for k, v in values.items():
-            OmegaConf.update(node, k, v, force_add=True, merge=False)
-    rgb = load_panorama(tiny_scene)
-    pipeline = build_pipeline(cfg)
-    result = pipeline.run(rgb, str(tiny_scene))
+    pipeline, rgb, result = run_tiny(cfg, nested, tiny_scene)
     assert result.distance.shape == (64, 128) and torch.isfinite(result.distance).all()
     assert (result.distance > 0).all() and (result.confidence >= 0).all() and (result.confidence <= 1).all()
     assert result.timings["network"] > 0
@@ -73,13 +78,7 @@ def test_tiny_metric_networks_give_the_scale_through_the_pipeline(compose_cfg, t
         "metric_") else []
     cfg = compose_cfg([f"predictor={predictor}", f"paths.output_dir={tmp_path}", "projection.face_size=48",
                        "scale.method=network", "fusion.sky.enabled=false", *extra])
-    for key, values in nested.items():
-        node = cfg.predictor if not key else cfg.predictor[key]
-        for k, v in values.items():
-            OmegaConf.update(node, k, v, force_add=True, merge=False)
-    rgb = load_panorama(tiny_scene)
-    pipeline = build_pipeline(cfg)
-    result = pipeline.run(rgb, str(tiny_scene))
+    pipeline, rgb, result = run_tiny(cfg, nested, tiny_scene)
     info = result.info["scale"]
     assert info["method"] == "network" and info["units"] == "metres" and info["views_used"] >= 1
     assert math.isfinite(info["factor"]) and info["factor"] > 0
