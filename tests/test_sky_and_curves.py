@@ -1,6 +1,5 @@
 """#12: sky end to end, the non-affine alignment, and robustness, on the project's own scenes and error models."""
 
-import json
 
 import numpy as np
 import pytest

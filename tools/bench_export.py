@@ -23,7 +23,7 @@ import torch
 
 from modules.dataset.synthetic_scene import make_room, render_erp
 from modules.export.fbx import summarize_fbx
-from modules.export.maps import write_exr, write_surface_maps
+from modules.export.maps import write_surface_maps
 from modules.export.mesh import erp_grid_mesh
 from modules.export.mesh_io import write_mesh_fbx, write_mesh_glb, write_mesh_obj, write_mesh_ply, write_texture
 from modules.export.pointcloud import erp_outlier_mask, erp_points, write_point_cloud_ply

@@ -244,7 +244,7 @@ def fbx_mesh_document(
         axes: ((up axis, sign), (front axis, sign), (coord axis, sign)) declared in GlobalSettings.
         unit_scale_cm: centimetres per file unit (FBX ``UnitScaleFactor``).
     """
-    V, F = len(vertices), len(faces)
+    V = len(vertices)
     pvi = faces.astype(np.int32).copy()
     pvi[:, 2] = ~pvi[:, 2]  # the last index of each polygon is stored as -(index + 1)
     (up, up_s), (front, front_s), (coord, coord_s) = axes

@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from ..dataset.listing import InputListing, list_inputs, output_names
 from ..device import configure_runtime
-from ..errors import UserError
 from ..export.depth_files import write_json
+from ..runtime import select_executor
 from ..runtime.fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
 from ..runtime.staging import MARKER, is_complete, remove_stale_staging
 from ..runtime.summary import build_summary, format_table
@@ -47,7 +47,6 @@ __all__ = ["run", "make_tasks", "Terminated", "SUMMARY_FILE"]
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
-EXECUTORS = ("local", "ray")
 
 
 class Terminated(KeyboardInterrupt):
@@ -95,18 +94,6 @@ def make_tasks(cfg: DictConfig, listing: InputListing, output_root: Path) -> lis
             input_fingerprint=input_doc,
         ))
     return tasks
-
-
-def _executor(kind: str):
-    if kind == "local":
-        from ..runtime.local import run_local
-
-        return run_local
-    if kind == "ray":
-        from ..runtime.ray_executor import run_ray
-
-        return run_ray
-    raise UserError(f"runtime.kind={kind!r} is not one of {EXECUTORS}")
 
 
 def _split_finished(tasks: list[PanoramaTask], skip_existing: bool) -> tuple[dict[int, TaskResult], list]:
@@ -181,7 +168,7 @@ def run(cfg: DictConfig) -> int:
     """Process every panorama ``dataset.image_path`` names; returns the exit code (see module docstring)."""
     configure_runtime(cfg)
     b = cfg.batch
-    executor = _executor(str(cfg.runtime.get("kind", "local")))
+    executor = select_executor(str(cfg.runtime.get("kind", "local")))
     run_dir = Path(str(cfg.paths.output_dir)).absolute()
     output_root = Path(str(b.output_dir)).absolute()
     listing = list_inputs(str(cfg.dataset.image_path), b.extensions, b.list_suffixes, bool(b.recursive),

@@ -45,6 +45,7 @@ from ..errors import UserError
 from ..export.depth_files import write_distance_png, write_json
 from ..export.video import DepthVideoWriter, colorize_fixed, read_frame_raw, write_confidence_png
 from ..fusion.temporal import align_symmetric, compose, downsample_distance, drop_far, flicker, solve_scales
+from . import select_executor
 from .fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
 from .staging import is_complete, read_marker, remove_stale_staging
 from .summary import build_summary, format_table
@@ -57,18 +58,6 @@ log = logging.getLogger(__name__)
 META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
 RAW_DIR = "raw"
-
-
-def _executor(kind: str):
-    if kind == "local":
-        from .local import run_local
-
-        return run_local
-    if kind == "ray":
-        from .ray_executor import run_ray
-
-        return run_ray
-    raise UserError(f"runtime.kind={kind!r} is not one of ('local', 'ray')")
 
 
 def make_frame_tasks(cfg: DictConfig, source: VideoSource, frames: list[int], out_dir: Path) -> list[PanoramaTask]:
@@ -262,7 +251,7 @@ def run_video(cfg: DictConfig) -> int:
         log.info("resuming: %d of %d frames are already done", len(results), len(tasks))
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     start = time.perf_counter()
-    interrupted = _progress_run(_executor(str(cfg.runtime.get("kind", "local"))), resolved, todo, results,
+    interrupted = _progress_run(select_executor(str(cfg.runtime.get("kind", "local"))), resolved, todo, results,
                                 len(tasks), bool(v.progress))
     frames_seconds = time.perf_counter() - start
     for t in tasks:
