@@ -195,7 +195,7 @@ class PanoramaPipeline:
         self._cameras = None
         #: derived geometry of the stages (samples, sparse patterns) keyed by value; shared by the stages
         self.cache = ValueCache()
-        for stage in (alignment, blender):
+        for stage in (alignment, blender, self.sky):
             if hasattr(stage, "cache"):
                 stage.cache = self.cache
 

@@ -58,3 +58,25 @@ def test_pipeline_owns_one_cache_shared_by_its_stages():
     pipe = PanoramaPipeline(IcosahedronProjection(0, 16, 1.2), SyntheticPredictor(None), grid, Blender())
     assert pipe.alignment.cache is pipe.cache and pipe.blender.cache is pipe.cache
     assert grid.affine.cache is pipe.cache
+
+
+def test_curve_alignment_and_sky_use_the_pipelines_cache():
+    from modules.fusion.curve_alignment import CurveAlignment
+    from modules.fusion.sky import SkyDetector
+
+    curve, sky = CurveAlignment(), SkyDetector(enabled=True)
+    pipe = PanoramaPipeline(IcosahedronProjection(0, 16, 1.2), SyntheticPredictor(None), curve, Blender(), sky=sky)
+    assert curve.cache is pipe.cache and curve.affine.cache is pipe.cache and sky.cache is pipe.cache
+
+
+def test_sky_samples_are_keyed_by_the_field_of_view():
+    """Two camera sets with one rotation tensor and different fields of view get different ERP <- face samples."""
+    from modules.fusion.sky import SkyDetector
+
+    wide = IcosahedronProjection(0, 16, 1.7).cameras()
+    narrow = TangentCameras(wide.R_world_from_face, wide.tan_half_fov * 0.3, 16)
+    sky = SkyDetector(enabled=True)
+    from_wide = sky._samples(faces_for(wide), 16)
+    from_narrow = sky._samples(faces_for(narrow), 16)
+    assert from_narrow is not from_wide and len(sky.cache) == 2
+    assert sky._samples(faces_for(wide), 16) is from_wide  # the same values hit the cache

@@ -10,12 +10,11 @@ import torch
 from modules.export.mesh import (
     Mesh,
     boundary_edges,
-    decimate_mesh,
     discontinuity_mask,
     erp_grid_mesh,
     mesh_edges,
-    poisson_mesh,
 )
+from modules.export.mesh_open3d import decimate_mesh, poisson_mesh
 from modules.geometry.erp_maps import InvalidDistanceError
 from modules.geometry.spherical import direction_to_lonlat, erp_directions
 

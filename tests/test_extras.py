@@ -76,7 +76,8 @@ def test_library_calls_name_the_extra_too(without, tmp_path):
     """Called from Python (not the CLI), the optional features stop with the same one-line MissingExtraError."""
     import torch
 
-    from modules.export.mesh import Mesh, poisson_mesh
+    from modules.export.mesh import Mesh
+    from modules.export.mesh_open3d import poisson_mesh
     from modules.export.mesh_io import write_mesh_glb
     from modules.export.pointcloud import process_point_cloud
 

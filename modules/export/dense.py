@@ -27,7 +27,8 @@ from torch import Tensor
 from ..config import options_from
 from ..fusion.scale import Scale, ScaleResult
 from ..geometry.erp_maps import InvalidDistanceError, check_distance_map
-from .mesh import Mesh, decimate_mesh, erp_grid_mesh, poisson_mesh
+from .mesh import Mesh, erp_grid_mesh
+from .mesh_open3d import decimate_mesh, poisson_mesh
 from .mesh_files import (
     FileOptions,
     PointCloudOptions,

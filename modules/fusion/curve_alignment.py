@@ -32,6 +32,7 @@ import logging
 import torch
 from torch import Tensor
 
+from ..geometry.cache import ValueCache
 from .alignment import Alignment, GlobalAffineAlignment, huber_weights, overlap_observations, overlap_samples
 from .disparity_curves import affine_coefficients, curve_basis, curve_slope, face_levels
 from .faces import AlignedFaces, FacePredictions
@@ -83,7 +84,18 @@ class CurveAlignment(Alignment):
         self.monotone_retries = int(monotone_retries)
         self.weight_power = float(weight_power)
         self.affine = affine if affine is not None else GlobalAffineAlignment()
-        self._cache: dict = {}
+        self._cache = ValueCache()
+
+    @property
+    def cache(self) -> ValueCache:
+        """Derived overlap geometry keyed by value; setting it (the pipeline hands over its own) shares it with the
+        inner affine solve."""
+        return self._cache
+
+    @cache.setter
+    def cache(self, value: ValueCache) -> None:
+        self._cache = value
+        self.affine.cache = value
 
     def describe(self) -> dict:
         return {"name": "curve", "degree": self.degree, "curve_ridge": self.curve_ridge,
@@ -93,19 +105,21 @@ class CurveAlignment(Alignment):
     def _geometry(self, pred: FacePredictions):
         """Cached per camera set: samples, pairs, pair types and the scatter pattern of their blocks."""
         cams = pred.cameras
-        key = cams.cache_key()
-        if key not in self._cache:
-            samples, a, b = overlap_samples(pred, self.sample_height, self.weight_power)
-            Fn, P = cams.num_faces, self.degree + 1
-            fa, fb = samples.face_index[a], samples.face_index[b]
-            types, pair_type = torch.unique(fa * Fn + fb, return_inverse=True)
-            ta, tb = types // Fn, types % Fn
-            k = torch.arange(P, device=types.device)
-            cols = torch.cat((ta[:, None] * P + k, tb[:, None] * P + k), 1)  # [T, 2P]
-            rows_idx = cols[:, :, None].expand(-1, 2 * P, 2 * P).reshape(-1)
-            cols_idx = cols[:, None, :].expand(-1, 2 * P, 2 * P).reshape(-1)
-            self._cache = {key: (samples, a, b, pair_type, (rows_idx, cols_idx, len(types)))}
-        return self._cache[key]
+        key = ("curve", self.sample_height, self.weight_power, self.degree, *cams.cache_key())
+        return self.cache.get(key, lambda: self._build_geometry(pred))
+
+    def _build_geometry(self, pred: FacePredictions):
+        cams = pred.cameras
+        samples, a, b = overlap_samples(pred, self.sample_height, self.weight_power)
+        Fn, P = cams.num_faces, self.degree + 1
+        fa, fb = samples.face_index[a], samples.face_index[b]
+        types, pair_type = torch.unique(fa * Fn + fb, return_inverse=True)
+        ta, tb = types // Fn, types % Fn
+        k = torch.arange(P, device=types.device)
+        cols = torch.cat((ta[:, None] * P + k, tb[:, None] * P + k), 1)  # [T, 2P]
+        rows_idx = cols[:, :, None].expand(-1, 2 * P, 2 * P).reshape(-1)
+        cols_idx = cols[:, None, :].expand(-1, 2 * P, 2 * P).reshape(-1)
+        return samples, a, b, pair_type, (rows_idx, cols_idx, len(types))
 
     def solve(self, pred: FacePredictions) -> tuple[Tensor, Tensor, Tensor, dict]:
         """Returns coefficients [F, degree + 1], levels [F], keep [F] (float64 / bool) and a report."""

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..geometry.cache import ValueCache
 from ..geometry.tangent import erp_face_samples, erp_to_faces, faces_to_erp
 from .disparity_curves import face_levels
 from .faces import AlignedFaces, FacePredictions
@@ -91,7 +92,8 @@ class SkyDetector:
         self.detect_height = int(detect_height)
         self.realign = bool(realign)
         self.weight_power = float(weight_power)
-        self._cache: dict = {}
+        #: ERP <- face samples per (camera set, height); the pipeline replaces it with its own shared cache
+        self.cache = ValueCache()
 
     def describe(self) -> dict:
         return {"enabled": self.enabled, "raw_threshold": self.raw_threshold,
@@ -106,11 +108,9 @@ class SkyDetector:
         return torch.isfinite(d) & (d <= t * level[:, None, None].to(d))
 
     def _samples(self, faces: AlignedFaces, height: int):
-        key = (*faces.cameras.cache_key(), height)
-        if key not in self._cache:
-            self._cache = {key: erp_face_samples(faces.cameras.to(faces.inv_distance.device, faces.inv_distance.dtype),
-                                                 height, 2 * height, self.weight_power)}
-        return self._cache[key]
+        cams = faces.cameras.to(faces.inv_distance.device, faces.inv_distance.dtype)
+        key = ("sky_samples", self.weight_power, *cams.cache_key(), height)
+        return self.cache.get(key, lambda: erp_face_samples(cams, height, 2 * height, self.weight_power))
 
     def erp_mask(self, aligned: AlignedFaces, candidates: Tensor, finite: Tensor, height: int) -> Tensor:
         """[height, 2 height] bool sky mask from the aligned faces (see the module docstring).
