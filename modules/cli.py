@@ -83,7 +83,8 @@ def missing_extras(cfg: DictConfig) -> list[str]:
         if dense.previews.get("enabled"):
             needs.append(("pyvista", f"mode={mode} with export.dense.previews.enabled"))
     runtime = cfg.get("runtime")
-    if runtime is not None and runtime.get("kind") == "ray":
+    executor = runtime.get("executor") if runtime is not None else None
+    if executor is not None and str(executor.get("_target_", "")).startswith("modules.runtime.ray"):
         needs.append(("ray", "runtime=ray"))
     if mode == "eval" and cfg.mode.get("gt_format") == "exr":
         needs.append(("OpenEXR", "mode=eval with mode.gt_format=exr"))

@@ -213,8 +213,8 @@ def test_no_inputs_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="names no panorama"):
         run_batch(tmp_path / "empty", tmp_path / "out")
-    with pytest.raises(UserError, match="runtime.kind"):
-        run_batch(tmp_path / "empty", tmp_path / "out", "+runtime.kind=slurm")
+    with pytest.raises(UserError, match="runtime.executor._target_='modules.runtime.slurm.run_slurm'"):
+        run_batch(tmp_path / "empty", tmp_path / "out", "runtime.executor._target_=modules.runtime.slurm.run_slurm")
 
 
 def test_progress_bar_shows_running_retried_and_done_per_node():

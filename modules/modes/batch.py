@@ -2,9 +2,9 @@
 
 Flow: list the inputs (:mod:`modules.dataset.listing`) -> name each one's output folder -> fingerprint it
 (:mod:`modules.runtime.fingerprint`) -> with ``batch.skip_existing`` leave out those whose finished outputs carry
-the same fingerprint -> run the rest on the executor named by ``runtime.kind`` (``local``: this process; ``ray``: a
-Ray cluster) with a progress bar -> summary.json in the run folder, a table on stdout, the exit code
-(:mod:`modules.runtime.summary`).
+the same fingerprint -> run the rest on the executor ``runtime.executor._target_`` names (runtime=local: this
+process; runtime=ray: a Ray cluster) with a progress bar -> summary.json in the run folder, a table on stdout, the
+exit code (:mod:`modules.runtime.summary`).
 
 Where outputs go (``batch.output_dir``, default the Hydra run folder ``paths.output_dir``):
 
@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..dataset.listing import InputListing, list_inputs, output_names
 from ..device import configure_runtime
 from ..export.depth_files import write_json
-from ..runtime import select_executor
+from ..runtime import build_executor
 from ..runtime.fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
 from ..runtime.staging import MARKER, is_complete, remove_stale_staging
 from ..runtime.summary import build_summary, format_table
@@ -168,7 +168,7 @@ def run(cfg: DictConfig) -> int:
     """Process every panorama ``dataset.image_path`` names; returns the exit code (see module docstring)."""
     configure_runtime(cfg)
     b = cfg.batch
-    executor = select_executor(str(cfg.runtime.get("kind", "local")))
+    executor = build_executor(cfg.runtime)
     run_dir = Path(str(cfg.paths.output_dir)).absolute()
     output_root = Path(str(b.output_dir)).absolute()
     listing = list_inputs(str(cfg.dataset.image_path), b.extensions, b.list_suffixes, bool(b.recursive),

@@ -5,7 +5,7 @@ Flow (``mode=video``, :func:`run_video`):
 1. Frames: ``dataset.image_path`` is a video file or a folder / glob / list of frame images
    (:mod:`modules.dataset.video`); ``video.frames`` picks the range, rate and stride.
 2. Per frame, independently: one :class:`~modules.runtime.worker.PanoramaTask` per frame on the executor
-   ``runtime.kind`` names (``local``: this process; ``ray``: Ray actors, the frames spread over them), the same
+   ``runtime.executor`` builds (``local``: this process; ``ray``: Ray actors, the frames spread over them), the same
    workers and scheduling as a batch of panoramas. Each worker decodes its frames itself (a video stays open, so
    in-order frames are one forward decode; never the whole clip in memory) and writes the frame's raw result
    (distance and confidence at the frame's own scale) all-or-nothing into ``raw/NNNNNN/`` with a fingerprint
@@ -45,7 +45,7 @@ from ..errors import UserError
 from ..export.depth_files import write_distance_png, write_json
 from ..export.video import DepthVideoWriter, colorize_fixed, read_frame_raw, write_confidence_png
 from ..fusion.temporal import align_symmetric, compose, downsample_distance, drop_far, flicker, solve_scales
-from . import select_executor
+from . import build_executor
 from .fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
 from .staging import is_complete, read_marker, remove_stale_staging
 from .summary import build_summary, format_table
@@ -251,7 +251,7 @@ def run_video(cfg: DictConfig) -> int:
         log.info("resuming: %d of %d frames are already done", len(results), len(tasks))
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     start = time.perf_counter()
-    interrupted = _progress_run(select_executor(str(cfg.runtime.get("kind", "local"))), resolved, todo, results,
+    interrupted = _progress_run(build_executor(cfg.runtime), resolved, todo, results,
                                 len(tasks), bool(v.progress))
     frames_seconds = time.perf_counter() - start
     for t in tasks:
