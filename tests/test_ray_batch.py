@@ -43,16 +43,18 @@ class FaultyPredictor(SyntheticPredictor):
     raise the error Ray raises when it kills a worker for lack of memory (``oom``), or hang (``hang``: sleep an hour).
     ``load_crashes``: the worker process dies this many times while loading (in the constructor). ``sleep``: seconds
     every panorama takes. ``gate``: every panorama says it started (a ``busy-<pid>-<scene>`` file) and waits for a
-    ``release`` file. Tries are counted with files in ``flag_dir`` (shared by all workers)."""
+    ``release`` file. ``meet``: every panorama says it started and waits until panoramas have started in this many
+    worker processes (the run uses that many workers at once, however long the others take to load). Both wait
+    60 s at most. Tries are counted with files in ``flag_dir`` (shared by all workers)."""
 
     def __init__(self, flag_dir: str, faults: dict | None = None, times: dict | None = None, load_crashes: int = 0,
-                 sleep: float = 0.0, gate: bool = False, **kwargs):
+                 sleep: float = 0.0, gate: bool = False, meet: int = 0, **kwargs):
         if _flags(flag_dir, "load") < load_crashes:
             _flag(flag_dir, "load")
             os._exit(1)
         super().__init__(**kwargs)
         self.flag_dir, self.faults, self.times, self.sleep = flag_dir, dict(faults or {}), dict(times or {}), sleep
-        self.gate = gate
+        self.gate, self.meet = gate, meet
 
     def begin_panorama(self, image_path, erp_hw):
         scene = Path(image_path).parent.name
@@ -65,13 +67,23 @@ class FaultyPredictor(SyntheticPredictor):
                 raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
             if fault == "hang":
                 time.sleep(3600)
-        if self.gate:
+        if self.gate or self.meet:
             (Path(self.flag_dir) / f"busy-{os.getpid()}-{scene}").touch()
             deadline = time.monotonic() + 60
-            while not (Path(self.flag_dir) / "release").exists() and time.monotonic() < deadline:
+            while not self._may_go() and time.monotonic() < deadline:
                 time.sleep(0.02)
         time.sleep(self.sleep)
         super().begin_panorama(image_path, erp_hw)
+
+    def _may_go(self) -> bool:
+        if self.gate:
+            return (Path(self.flag_dir) / "release").exists()
+        return len(busy_workers(Path(self.flag_dir))) >= self.meet
+
+
+def busy_workers(flag_dir: Path) -> set[str]:
+    """Pids of the worker processes that have started a panorama (``gate`` / ``meet``)."""
+    return {p.name.split("-")[1] for p in flag_dir.glob("busy-*")}
 
 
 def faulty(flag_dir: Path, **kwargs) -> list[str]:
@@ -134,10 +146,12 @@ def assert_clean(out: Path) -> None:
 def test_identical_to_local_at_equal_threads_starting_with_the_workers_that_fit(cluster, tour, tmp_path, caplog):
     # two torch threads on both paths (the same arithmetic in the same order): byte-identical files
     code_local, local = run_batch(tour, tmp_path / "local", "runtime.num_threads=2")
-    # 5 workers on a cluster that holds 2: work starts with those that fit, the log says so
-    with caplog.at_level(logging.INFO, logger="modules.runtime.ray_executor"):
+    # 5 workers on a cluster that holds 2: work starts with those that fit, the log says so. Every panorama waits
+    # until both workers have started one (the first would otherwise finish the tour while the second loads), and
+    # the synthetic predictor it extends computes the same maps
+    with caplog.at_level(logging.INFO, logger="modules.runtime"):
         code_ray, remote = run_batch(tour, tmp_path / "ray", *RAY_BASE, "runtime.num_threads=2",
-                                     "runtime.num_workers=5")
+                                     "runtime.num_workers=5", *faulty(tmp_path / "flags", meet=2))
     assert code_local == code_ray == 1
     assert statuses(local) == statuses(remote)
     assert {p["reason"] for p in local["panoramas"]} == {p["reason"] for p in remote["panoramas"]}
@@ -227,7 +241,7 @@ def test_losing_a_node_mid_batch_at_full_use_finishes_on_the_rest(cluster, tmp_p
 
     def kill_a_node_when_both_workers_are_busy():
         deadline = time.monotonic() + 120
-        while len({p.name.split("-")[1] for p in flags.glob("busy-*")}) < 2 and time.monotonic() < deadline:
+        while len(busy_workers(flags)) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         killed["busy"] = sorted(p.name for p in flags.glob("busy-*"))
         c.remove_node(workers[0], allow_graceful=False)
@@ -264,17 +278,17 @@ def test_losing_a_node_mid_batch_at_full_use_finishes_on_the_rest(cluster, tmp_p
 def test_worker_plan_follows_the_cluster_and_the_config():
     from omegaconf import OmegaConf
 
-    from modules.runtime.ray_executor import RayRuntimeError, _plan_workers
+    from modules.runtime.ray_cluster import RayRuntimeError, plan_workers
 
     def rt(**kw):
         base = {"num_workers": None, "num_cpus_per_worker": 1, "num_gpus_per_worker": None}
         return OmegaConf.create({**base, **kw})
 
-    assert _plan_workers(rt(), {"CPU": 8.0}, 100) == (8, 1.0, 0.0)
-    assert _plan_workers(rt(), {"CPU": 32.0, "GPU": 4.0}, 100) == (4, 1.0, 1.0)  # one actor per GPU
-    assert _plan_workers(rt(num_gpus_per_worker=0.5), {"CPU": 32.0, "GPU": 2.0}, 100)[0] == 4
-    assert _plan_workers(rt(), {"CPU": 8.0}, 3)[0] == 3  # never more actors than panoramas
-    assert _plan_workers(rt(num_workers=2, num_cpus_per_worker=2), {"CPU": 8.0}, 100) == (2, 2.0, 0.0)
-    assert _plan_workers(rt(num_workers=16), {"CPU": 2.0}, 100)[0] == 16  # more than fit: started, they wait
+    assert plan_workers(rt(), {"CPU": 8.0}, 100) == (8, 1.0, 0.0)
+    assert plan_workers(rt(), {"CPU": 32.0, "GPU": 4.0}, 100) == (4, 1.0, 1.0)  # one actor per GPU
+    assert plan_workers(rt(num_gpus_per_worker=0.5), {"CPU": 32.0, "GPU": 2.0}, 100)[0] == 4
+    assert plan_workers(rt(), {"CPU": 8.0}, 3)[0] == 3  # never more actors than panoramas
+    assert plan_workers(rt(num_workers=2, num_cpus_per_worker=2), {"CPU": 8.0}, 100) == (2, 2.0, 0.0)
+    assert plan_workers(rt(num_workers=16), {"CPU": 2.0}, 100)[0] == 16  # more than fit: started, they wait
     with pytest.raises(RayRuntimeError, match="cannot hold one worker"):
-        _plan_workers(rt(num_cpus_per_worker=4), {"CPU": 2.0}, 10)
+        plan_workers(rt(num_cpus_per_worker=4), {"CPU": 2.0}, 10)
