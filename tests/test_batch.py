@@ -222,3 +222,13 @@ def test_progress_bar_shows_running_retried_and_done_per_node():
                                  "done_per_node": {"a1b2c3d4e5": 4, "f6e5d4c3b2": 3}})
     assert fields == {"running": 2, "retried": 1, "workers_ready": 2, "per_node": "a1b2c3:4 f6e5d4:3"}
     assert batch._status_text({"runtime": "local"}) == {}
+
+
+def test_runtime_choice_builds_its_executor(compose_cfg):
+    from modules.runtime import build_executor, executor_name
+    from modules.runtime.local import run_local
+    from modules.runtime.ray_executor import run_ray
+
+    for choice, function in (("local", run_local), ("ray", run_ray)):
+        rt = compose_cfg([f"runtime={choice}", "paths.output_dir=/tmp/unused"]).runtime
+        assert build_executor(rt).func is function and executor_name(rt) == choice

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..dataset.listing import InputListing, list_inputs, output_names
 from ..device import configure_runtime
 from ..export.depth_files import write_json
-from ..runtime import build_executor
+from ..runtime import build_executor, executor_name
 from ..runtime.fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
 from ..runtime.staging import MARKER, is_complete, remove_stale_staging
 from ..runtime.summary import build_summary, format_table
@@ -128,7 +128,7 @@ def _execute(executor, cfg: DictConfig, todo: list[PanoramaTask], results: dict[
     bar = tqdm(total=total, initial=len(results), unit="pano", desc="panoramas", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     failures = 0
-    last_status: dict = {"runtime": str(cfg.runtime.get("kind", "local"))}
+    last_status: dict = {"runtime": executor_name(cfg.runtime)}
 
     def on_result(result: TaskResult) -> None:
         nonlocal failures

@@ -9,6 +9,13 @@ from omegaconf import DictConfig
 from ..errors import UserError
 
 
+def executor_name(rt: DictConfig) -> str:
+    """``local`` / ``ray``: the name of the executor ``runtime.executor`` builds (its function ``run_<name>``), as
+    summary.json's ``executor.runtime`` reports it before the executor has said anything itself."""
+    target = str((rt.get("executor") or {}).get("_target_", ""))
+    return target.rpartition(".")[2].removeprefix("run_") or "unknown"
+
+
 def build_executor(rt: DictConfig) -> Callable:
     """The executor ``runtime.executor`` names: a ``_target_`` (``run_local`` in runtime=local, ``run_ray`` in
     runtime=ray) built with ``hydra.utils.instantiate`` as a partial; its module (and so Ray) is imported only here.

@@ -45,7 +45,7 @@ from ..errors import UserError
 from ..export.depth_files import write_distance_png, write_json
 from ..export.video import DepthVideoWriter, colorize_fixed, read_frame_raw, write_confidence_png
 from ..fusion.temporal import align_symmetric, compose, downsample_distance, drop_far, flicker, solve_scales
-from . import build_executor
+from . import build_executor, executor_name
 from .fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
 from .staging import is_complete, read_marker, remove_stale_staging
 from .summary import build_summary, format_table
@@ -259,7 +259,7 @@ def run_video(cfg: DictConfig) -> int:
             results[t.index] = TaskResult(t.index, t.name, t.image_path, t.output_dir, NOT_RUN,
                                           reason="interrupted")
     ordered = [results[t.index] for t in tasks]
-    executor_info = {"runtime": str(cfg.runtime.get("kind", "local"))}
+    executor_info = {"runtime": executor_name(cfg.runtime)}
     if interrupted:
         summary = build_summary(ordered, executor_info, frames_seconds, interrupted, source.path, str(out_dir))
         write_json(out_dir / SUMMARY_FILE, summary)
