@@ -15,17 +15,16 @@ The energy is linear least squares in all nodes of all faces:
   fixes the gauge.
 
 The global per-face affine solution (:class:`GlobalAffineAlignment`) is solved first: it is the anchor and the
-starting point. The normal equations are sparse (16 non-zeros per agreement row) and solved with SciPy's sparse direct
-solver on the CPU, where torch has none; the unknowns are few (2 G^2 F), everything else runs on the input's device.
+starting point. The unknowns are few (2 G^2 F: 1440 for 20 faces of a 6 x 6 grid), so the normal matrix is assembled
+densely on the input's device (each agreement row adds its 16 x 16 outer product, one ``index_add_``) and solved by a
+Cholesky factorisation there (``torch.linalg.cholesky_ex``; a general solve if it is not positive definite): no host
+round trip, no SciPy.
 """
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
@@ -33,7 +32,7 @@ from .alignment import Alignment, GlobalAffineAlignment, huber_weights, overlap_
 from ..geometry.cache import ValueCache
 from .faces import AlignedFaces, FacePredictions
 
-__all__ = ["GridAlignment", "grid_basis", "grid_laplacian"]
+__all__ = ["GridAlignment", "grid_basis", "grid_laplacian", "solve_spd"]
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +59,36 @@ def grid_basis(face_xy: Tensor, grid_size: int) -> tuple[Tensor, Tensor]:
     return idx, w
 
 
-def grid_laplacian(grid_size: int, num_faces: int) -> sp.csr_matrix:
+def grid_laplacian(grid_size: int, num_faces: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float64) -> Tensor:
     """Graph Laplacian D^T D of the 4-neighbour edges of ``num_faces`` independent G x G node grids.
 
     Returns:
-        [F G^2, F G^2] sparse, nodes numbered ``f * G^2 + iy * G + ix``.
+        [F G^2, F G^2] dense (block diagonal), nodes numbered ``f * G^2 + iy * G + ix``.
     """
     G, K = grid_size, grid_size * grid_size
-    k = np.arange(K).reshape(G, G)
-    edges = np.concatenate((np.stack((k[:, :-1].ravel(), k[:, 1:].ravel()), 1), np.stack((k[:-1].ravel(), k[1:].ravel()), 1)))
-    offsets = np.repeat(np.arange(num_faces) * K, len(edges))
-    ea, eb = np.tile(edges[:, 0], num_faces) + offsets, np.tile(edges[:, 1], num_faces) + offsets
-    E = len(ea)
-    D = sp.csr_matrix(
-        (np.r_[np.ones(E), -np.ones(E)], (np.r_[np.arange(E), np.arange(E)], np.r_[ea, eb])), shape=(E, num_faces * K)
-    )
-    return (D.T @ D).tocsr()
+    k = torch.arange(K, device=device).view(G, G)
+    ea = torch.cat((k[:, :-1].reshape(-1), k[:-1].reshape(-1)))
+    eb = torch.cat((k[:, 1:].reshape(-1), k[1:].reshape(-1)))
+    lap = torch.zeros(K, K, dtype=dtype, device=device)
+    ones = torch.ones(ea.numel(), dtype=dtype, device=device)
+    lap.index_put_((ea, ea), ones, accumulate=True)
+    lap.index_put_((eb, eb), ones, accumulate=True)
+    lap.index_put_((ea, eb), -ones, accumulate=True)
+    lap.index_put_((eb, ea), -ones, accumulate=True)
+    return torch.block_diag(*([lap] * num_faces)) if num_faces > 1 else lap
+
+
+def solve_spd(lhs: Tensor, rhs: Tensor) -> Tensor:
+    """x = lhs^-1 rhs for a symmetric positive (semi-)definite ``lhs`` [n, n], on its device: Cholesky of the
+    Jacobi-equilibrated matrix D lhs D (D = diag(lhs)^-1/2: unknowns of very different levels, e.g. a nearly dropped
+    face, no longer ruin the conditioning), or a general solve where the factorisation fails. rhs: [n] -> [n]."""
+    d = lhs.diagonal().abs().clamp_min(torch.finfo(lhs.dtype).tiny).rsqrt()
+    scaled = d[:, None] * lhs * d[None, :]
+    L, info = torch.linalg.cholesky_ex(scaled)
+    if int(info) == 0:
+        return d * torch.cholesky_solve((d * rhs)[:, None], L)[:, 0]
+    return d * torch.linalg.solve(scaled, d * rhs)
 
 
 class GridAlignment(Alignment):
@@ -156,17 +169,24 @@ class GridAlignment(Alignment):
         samples, a, b = overlap_samples(pred, self.sample_height, self.weight_power, self.pairs)
         node_idx, node_w = grid_basis(samples.face_xy, self.grid_size)
         K = self.grid_size**2
+        n = 2 * cams.num_faces * K
         gnode = samples.face_index[:, None] * K + node_idx  # [N, 4] global node ids
         cols = torch.cat((2 * gnode, 2 * gnode + 1), 1)  # [N, 8]: scale nodes, then shift nodes
-        pair_cols = torch.cat((cols[a], cols[b]), 1).cpu().numpy().reshape(-1)  # [M * 16]
-        indptr = np.arange(0, 16 * a.numel() + 1, 16)
-        lap = grid_laplacian(self.grid_size, cams.num_faces)
-        return samples, a, b, node_w, cols, indptr, pair_cols, lap
+        pair_cols = torch.cat((cols[a], cols[b]), 1)  # [M, 16]
+        # flat index into the dense [n, n] normal matrix of each entry of a pair's 16 x 16 outer product
+        flat = (pair_cols[:, :, None] * n + pair_cols[:, None, :]).reshape(-1)
+        dev = samples.erp_index.device
+        lap = grid_laplacian(self.grid_size, cams.num_faces, dev)
+        # the same grid Laplacian for the scale and the shift unknowns (interleaved: 2 j and 2 j + 1)
+        L2 = torch.zeros(n, n, dtype=torch.float64, device=dev)
+        L2[0::2, 0::2] = lap
+        L2[1::2, 1::2] = lap
+        return samples, a, b, node_w, cols, flat, L2
 
     def solve(self, pred: FacePredictions) -> tuple[Tensor, Tensor, Tensor, dict]:
         """Node grids: scale [F, G, G], shift [F, G, G] (float64), keep [F] bool, report."""
         s_aff, t_aff, keep, report = self.affine.solve(pred)
-        samples, a, b, node_w, cols, indptr, pair_cols, lap = self._geometry(pred)
+        samples, a, b, node_w, cols, flat, L2 = self._geometry(pred)
         Fn, G = pred.cameras.num_faces, self.grid_size
         K = G * G
         n = 2 * Fn * K  # unknowns, interleaved: scale of node j at 2 j, shift at 2 j + 1
@@ -177,36 +197,37 @@ class GridAlignment(Alignment):
         use_pair = keep[fa] & keep[fb] & torch.isfinite(disp[a]) & torch.isfinite(disp[b])
         d0 = torch.nan_to_num(disp)
         coef = torch.cat((node_w * (c * d0)[:, None], node_w * c[:, None]), 1)  # [N, 8]
-        pair_coef = torch.cat((coef[a], -coef[b]), 1).reshape(-1).cpu().numpy()
-        A = sp.csr_matrix((pair_coef, pair_cols, indptr), shape=(a.numel(), n))  # 16 entries per pair row
-        AT = A.T.tocsr()
+        pair_coef = torch.cat((coef[a], -coef[b]), 1)  # [M, 16]: the pair's row of the design matrix
+        outer = (pair_coef[:, :, None] * pair_coef[:, None, :]).reshape(len(pair_coef), -1)  # [M, 256]
 
         # anchor: each face's affine solution at all of its nodes; levels make the regularisers relative
         x0 = torch.stack((s_aff.repeat_interleave(K), t_aff.repeat_interleave(K)), 1).reshape(-1)
-        face_disp = torch.stack([pred.disparity[f].double().median() for f in range(Fn)]).to(dev)
+        face_disp = pred.disparity.double().reshape(Fn, -1).median(dim=1).values.to(dev)
         level_s = s_aff.abs().clamp_min(1e-12)
         level_t = (s_aff * face_disp).abs().clamp_min(1e-12)
-        inv_level = torch.stack((1.0 / level_s, 1.0 / level_t), 1).repeat_interleave(K, 0).reshape(-1).cpu().numpy()
-        L2 = sp.kron(lap, sp.eye(2)).tocsr()  # the same grid Laplacian for scale and shift unknowns
-        L2 = sp.diags(inv_level) @ L2 @ sp.diags(inv_level)
+        inv_level = torch.stack((1.0 / level_s, 1.0 / level_t), 1).repeat_interleave(K, 0).reshape(-1)
+        L2 = inv_level[:, None] * L2 * inv_level[None, :]
         anchor_diag = inv_level**2
-        pinned = np.repeat(~keep.cpu().numpy(), 2 * K)
-        x0_np = x0.cpu().numpy()
+        pinned = (~keep).repeat_interleave(2 * K)
+        free = (~pinned).double()
 
         x = x0
         sigma = None
         for it in range(self.irls_iterations):
             est = (coef * x[cols]).sum(1)  # [N] inverse distance of each sample under the current grids
             robust, m, sigma = huber_weights(est[a], est[b], use_pair, self.huber_k)
-            w = (w_pair * robust / (m * m).clamp_min(1e-30)).cpu().numpy()
-            per_node = float(w.sum()) / (Fn * K)  # regularisers scaled to the agreement term's total weight
-            A_w = sp.csr_matrix((A.data * np.repeat(w, 16), A.indices, A.indptr), shape=A.shape)  # diag(w) A
-            lhs = AT @ A_w + (self.smoothness * per_node) * L2 + sp.diags(self.anchor * per_node * anchor_diag)
-            rhs = self.anchor * per_node * anchor_diag * x0_np
-            if pinned.any():  # dropped faces keep their anchor values
-                lhs = sp.diags(~pinned * 1.0) @ lhs + sp.diags(pinned * 1.0)
-                rhs = np.where(pinned, x0_np, rhs)
-            x = torch.from_numpy(spla.spsolve(lhs.tocsc(), rhs)).to(dev)
+            w = w_pair * robust / (m * m).clamp_min(1e-30)
+            per_node = w.sum() / (Fn * K)  # regularisers scaled to the agreement term's total weight
+            lhs = torch.zeros(n * n, dtype=torch.float64, device=dev)
+            lhs.index_add_(0, flat, (outer * w[:, None]).reshape(-1))
+            lhs = lhs.view(n, n) + (self.smoothness * per_node) * L2
+            lhs.diagonal().add_(self.anchor * per_node * anchor_diag)
+            rhs = self.anchor * per_node * anchor_diag * x0
+            if bool(pinned.any()):  # dropped faces keep their anchor values (moved to the right-hand side)
+                rhs = free * (rhs - lhs @ (x0 * (1.0 - free))) + (1.0 - free) * x0
+                lhs = free[:, None] * lhs * free[None, :]
+                lhs.diagonal().add_(1.0 - free)
+            x = solve_spd(lhs, rhs)
         report = dict(report)
         report.update(
             {"grid_size": G, "grid_robust_sigma": None if sigma is None else float(sigma), "grid_iterations": self.irls_iterations}
