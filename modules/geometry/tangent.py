@@ -76,8 +76,8 @@ class TangentCameras:
         which misses ``tan_half_fov`` and can be reused by another tensor once this one is freed)."""
         R, t = self.R_world_from_face, self.tan_half_fov
         digest = hashlib.sha1()
-        for x in (R, t):
-            digest.update(x.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+        for x in (R, t):  # exact float64 reprs (no NumPy round trip)
+            digest.update(repr(x.detach().to("cpu", torch.float64).flatten().tolist()).encode())
         return (self.num_faces, self.size, str(R.dtype), str(t.dtype), str(R.device), digest.hexdigest())
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TangentCameras":

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components as csgraph_components
 from torch import Tensor
 
 
@@ -18,11 +14,43 @@ from torch import Tensor
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def label_graph(num_nodes: int, first: Tensor, second: Tensor) -> Tensor:
+    """Connected components of an undirected graph, on the edges' device (no host round trip).
+
+    Min-label hooking with pointer jumping (Shiloach-Vishkin style): every round each edge hooks the root of the
+    larger label onto the smaller one (``scatter_reduce`` amin), then every node jumps to its root; a few dozen
+    rounds even for long thin parts. Every node ends with the smallest node index of its part.
+
+    Args:
+        num_nodes: n; first, second: [E] int64 node indices of the edges.
+    Returns:
+        [n] int64: the smallest node index of each node's part.
+    """
+    label = torch.arange(num_nodes, device=first.device)
+    if first.numel() == 0:
+        return label
+    while True:
+        la, lb = label[first], label[second]
+        low = torch.minimum(la, lb)
+        hooked = label.clone()
+        for target in (la, lb, first, second):
+            hooked.scatter_reduce_(0, target, low, reduce="amin")
+        while True:  # pointer jumping: every node to its root
+            jumped = hooked[hooked]
+            if torch.equal(jumped, hooked):
+                break
+            hooked = jumped
+        if torch.equal(hooked, label):
+            return label
+        label = hooked
+
+
 def connected_components(wx: Tensor, wy: Tensor, wp: Tensor | None = None) -> Tensor:
     """Connected parts of the ERP edge graph (edges of weight > 0, longitude wrapping, optional pole edges).
 
-    Labelled with ``scipy.ndimage.label`` on a doubled grid (pixels at even positions, edges between them), then
-    the parts joined by the seam (column W-1 to 0) and pole edges are merged.
+    On the device of ``wx``: the runs of each row joined by x-edges of positive weight (a segmented scan), then
+    :func:`label_graph` over the y-, seam and pole edges of positive weight between the runs; parts
+    are numbered in raster order of their first pixel.
 
     Args:
         wx, wy: [H, W] edge weights as in :func:`solve_refinement` (last row of wy ignored); wp: [2, W/2] or None.
@@ -30,29 +58,32 @@ def connected_components(wx: Tensor, wy: Tensor, wp: Tensor | None = None) -> Te
         [H, W] int64 labels 0 .. n-1 on the device of ``wx``.
     """
     H, W = wx.shape
-    cx = (wx > 0).cpu().numpy()
-    cy = (wy[:-1] > 0).cpu().numpy()
-    grid = np.zeros((2 * H - 1, 2 * W), dtype=bool)
-    grid[0::2, 0::2] = True
-    grid[0::2, 1::2] = cx
-    grid[1::2, 0::2] = cy
-    lab, n = ndimage.label(grid)
-    del grid
-    node = lab[0::2, 0::2].astype(np.int64) - 1
-    del lab
-    a, b = [node[cx[:, -1], -1]], [node[cx[:, -1], 0]]  # seam edges (v, W-1) -> (v, 0)
+    cx = wx > 0
+    # runs along each row first (a segmented scan: each pixel takes the first pixel of its run), so that the graph
+    # left to label joins runs, not pixels; most of its edges are then duplicates and dropped
+    starts = torch.ones(H, W, dtype=torch.bool, device=wx.device)
+    starts[:, 1:] = ~cx[:, :-1]
+    run_id = torch.cumsum(starts.view(-1), 0).view(H, W) - 1  # runs numbered in raster order
+    run = torch.where(starts, run_id, torch.zeros_like(run_id)).cummax(dim=1).values  # each pixel's run
+    first, second = [run[:, -1][cx[:, -1]]], [run[:, 0][cx[:, -1]]]  # the seam (v, W-1) -> (v, 0)
+    cy = wy[:-1] > 0
+    # a y-edge joining the same two runs as the y-edge to its left adds nothing
+    same = torch.zeros_like(cy)
+    same[:, 1:] = cy[:, :-1] & (run[:-1, 1:] == run[:-1, :-1]) & (run[1:, 1:] == run[1:, :-1])
+    cy = cy & ~same
+    first.append(run[:-1][cy])
+    second.append(run[1:][cy])
     if wp is not None:
         half = W // 2
-        cp = (wp > 0).cpu().numpy()
-        for p, row in ((0, 0), (1, -1)):
-            a.append(node[row, :half][cp[p]])
-            b.append(node[row, half:][cp[p]])
-    a, b = np.concatenate(a), np.concatenate(b)
-    if np.any(a != b):
-        merge = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
-        _, mapping = csgraph_components(merge, directed=False)
-        node = mapping.astype(np.int64)[node]
-    return torch.from_numpy(node).to(wx.device)
+        for p, row in ((0, 0), (1, H - 1)):
+            cp = wp[p] > 0
+            first.append(run[row, :half][cp])
+            second.append(run[row, half:][cp])
+    num_runs = int(run_id[-1, -1]) + 1
+    root = label_graph(num_runs, torch.cat(first), torch.cat(second))
+    # each part's root is its first run in raster order: number the roots in that order
+    is_root = root == torch.arange(num_runs, device=wx.device)
+    return (torch.cumsum(is_root, 0) - 1)[root][run]
 
 
 @dataclass
