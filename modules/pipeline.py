@@ -195,7 +195,7 @@ class PanoramaPipeline:
         self._cameras = None
         #: derived geometry of the stages (samples, sparse patterns) keyed by value; shared by the stages
         self.cache = ValueCache()
-        for stage in (alignment, blender, self.sky):
+        for stage in (alignment, blender, self.sky, self.refinement):
             if hasattr(stage, "cache"):
                 stage.cache = self.cache
 
@@ -240,7 +240,7 @@ class PanoramaPipeline:
         if refined:
             info["refinement"] = refined
         if sky is not None:
-            distance, conf = SkyDetector.apply(distance, conf, sky)
+            distance, conf, sky = self.sky.finish(distance, conf, sky)
         with timer("scale", dev):
             distance, scaled = self.scale(distance, metric=metric, metric_note=_metric_note(self.predictor))
             scale_info = scaled.info

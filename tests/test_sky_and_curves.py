@@ -95,19 +95,14 @@ def test_outdoor_sky_at_the_network_floor_is_found(runs, street):
     check_street(runs["street_sky"], np.load(street.with_name("distance.npy")), 0.035, 0.98, 0.005)
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet at 512x256 / 128-px faces: measured AbsRel 0.075, sky recall 0.979, "
-                   "surface->sky 0.0085 (#12 must-show asks 0.035 / 0.98 / 0.005)")
+@pytest.mark.xfail(strict=True, reason="not met yet at 512x256 / 128-px faces: measured AbsRel 0.075, sky recall 0.9815, "
+                   "surface->sky 0.0086 (#12 must-show asks 0.035 / 0.98 / 0.005); blurred sky edges and the far field's "
+                   "noise floor dominate (README, stitching benchmark)")
 def test_outdoor_with_every_error_model(runs, street):
     check_street(runs["street_combined"][0], np.load(street.with_name("distance.npy")), 0.035, 0.98, 0.005)
 
 
-@pytest.mark.parametrize("run_name", [
-    pytest.param("street_sky", marks=pytest.mark.xfail(
-        strict=True, reason="not met yet: sky-edge mixtures leave vertices ~4.6x the farthest surface (sky at raw 0)")),
-    pytest.param("street_combined", marks=pytest.mark.xfail(
-        strict=True, reason="not met yet: surfaces mistaken for sky-adjacent mixtures leave vertices ~10x the farthest "
-                            "surface under the combined error model")),
-])
+@pytest.mark.parametrize("run_name", ["street_sky", "street_combined"])
 def test_outdoor_mesh_has_no_floating_sky(runs, street, tmp_path, run_name):
     from modules.export.dense import export_dense_assets
 

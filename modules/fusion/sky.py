@@ -70,16 +70,21 @@ class SkyDetector:
         detect_height: ERP height at which the votes are counted (the mask is upsampled, nearest, to the output).
         realign: align again without the detected sky.
         weight_power: border-weight exponent of the votes.
+        far_limit: output pixels farther than this x the median surface distance are sky too (None: off): beyond
+            it a relative-depth network resolves nothing (the noise floor), and such pixels would float in every mesh
+            and point cloud (1 / ``aligned_threshold`` by default: the same line the votes draw).
     """
 
     def __init__(self, enabled: bool = True, raw_threshold: float = 0.02, aligned_threshold: float = 0.02,
                  vote_threshold: float = 0.5, spread_threshold: float = 0.5, first_pass_threshold: float = 0.1,
                  edge_ratio: float = 0.5, edge_iterations: int = 2, smooth_px: int = 0, detect_height: int = 256, realign: bool = True,
-                 weight_power: float = 1.0):
+                 weight_power: float = 1.0, far_limit: float | None = 50.0):
         if not 0 < vote_threshold <= 1:
             raise ValueError(f"vote_threshold must be in (0, 1], got {vote_threshold}")
         if detect_height < 8:
             raise ValueError(f"detect_height must be >= 8, got {detect_height}")
+        if far_limit is not None and not far_limit > 1:
+            raise ValueError(f"far_limit must be > 1 or null, got {far_limit}")
         self.enabled = bool(enabled)
         self.raw_threshold = float(raw_threshold)
         self.aligned_threshold = float(aligned_threshold)
@@ -94,10 +99,12 @@ class SkyDetector:
         self.weight_power = float(weight_power)
         #: ERP <- face samples per (camera set, height); the pipeline replaces it with its own shared cache
         self.cache = ValueCache()
+        self.far_limit = None if far_limit is None else float(far_limit)
 
     def describe(self) -> dict:
         return {"enabled": self.enabled, "raw_threshold": self.raw_threshold,
-                "aligned_threshold": self.aligned_threshold, "vote_threshold": self.vote_threshold}
+                "aligned_threshold": self.aligned_threshold, "vote_threshold": self.vote_threshold,
+                "far_limit": self.far_limit}
 
     def raw_candidates(self, pred: FacePredictions, threshold: float | None = None) -> Tensor:
         """[F, S, S] bool: finite raw disparity at the face's floor (<= threshold (default raw_threshold) x its
@@ -209,6 +216,15 @@ class SkyDetector:
         """ERP mask [h, 2h] -> [F, S, S] bool (bilinear share > 0.5)."""
         cams = pred.cameras.to(pred.disparity.device, pred.disparity.dtype)
         return erp_to_faces(sky.to(pred.disparity.dtype)[None, None], cams, antialias=False)[0, :, 0] > 0.5
+
+    def finish(self, distance: Tensor, confidence: Tensor, sky: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The final sky mask of the output: ``sky`` plus pixels beyond ``far_limit`` x the median surface distance;
+        then :meth:`apply`. distance, confidence, sky: [H, W]. Returns distance, confidence and the mask."""
+        if self.far_limit is not None:
+            surface = ~sky & torch.isfinite(distance) & (distance > 0)
+            if bool(surface.any()):
+                sky = sky | (surface & (distance > self.far_limit * distance[surface].median()))
+        return (*self.apply(distance, confidence, sky), sky)
 
     @staticmethod
     def apply(distance: Tensor, confidence: Tensor, sky: Tensor) -> tuple[Tensor, Tensor]:
