@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from .config import CONFIG_DIR, register_resolvers
 from .errors import UserError
-from .extras import MissingExtraError, available, missing_message
+from .validation import missing_extras, validate_config
 
 __all__ = ["MODES", "main", "mode_function", "run_mode", "user_error_in", "missing_extras", "check_config"]
 
@@ -54,54 +54,10 @@ def mode_function(name: str) -> Callable[[DictConfig], int]:
     return getattr(importlib.import_module(module), func)
 
 
-def _assimp_found(executable) -> bool:
-    from .export.mesh_io import AssimpError, find_assimp
-
-    try:
-        find_assimp(executable)
-        return True
-    except AssimpError:
-        return False
-
-
-def missing_extras(cfg: DictConfig) -> list[str]:
-    """One line per optional package the composed config ``cfg`` needs and cannot import (naming its extra)."""
-    needs: list[tuple[str, str]] = []
-    mode = cfg.mode.name
-    dense = cfg.export.get("dense") if "export" in cfg else None
-    if mode in ("render_dense", "single_view") and dense is not None:
-        formats = set(dense.files.formats or [])
-        if "glb" in formats:
-            needs.append(("pygltflib", f"mode={mode} with export.dense.files.formats containing glb"))
-        if "obj" in formats and "obj" in set(dense.files.get("verify") or []) and not _assimp_found(
-                dense.files.get("assimp_executable")):
-            needs.append(("cmeel_assimp", f"mode={mode} with export.dense.files.verify containing obj"))
-        if dense.mesh.get("decimate_faces") is not None or dense.mesh.get("poisson"):
-            needs.append(("open3d", f"mode={mode} with export.dense.mesh.decimate_faces or poisson"))
-        if dense.point_cloud.get("enabled"):
-            needs.append(("open3d", f"mode={mode} with export.dense.point_cloud.enabled"))
-        if dense.previews.get("enabled"):
-            needs.append(("pyvista", f"mode={mode} with export.dense.previews.enabled"))
-    runtime = cfg.get("runtime")
-    executor = runtime.get("executor") if runtime is not None else None
-    if executor is not None and str(executor.get("_target_", "")).startswith("modules.runtime.ray"):
-        needs.append(("ray", "runtime=ray"))
-    if mode == "eval" and cfg.mode.get("gt_format") == "exr":
-        needs.append(("OpenEXR", "mode=eval with mode.gt_format=exr"))
-    seen, out = set(), []
-    for module, feature in needs:
-        if module in seen or (available(module) if module != "cmeel_assimp" else False):
-            continue
-        seen.add(module)
-        out.append(missing_message(feature, module))
-    return out
-
-
 def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`MissingExtraError` listing every missing extra the config needs, before a run starts."""
-    missing = missing_extras(cfg)
-    if missing:
-        raise MissingExtraError("; ".join(missing))
+    """Raise a UserError listing every problem of the composed config (:func:`modules.validation.validate_config`:
+    types, ranges, exclusive options, device, extras, weights), before a run starts."""
+    validate_config(cfg)
 
 
 def run_mode(cfg: DictConfig) -> int:
@@ -121,19 +77,36 @@ register_resolvers()
 
 #: exit codes of the jobs this process ran (one, or several under --multirun)
 _exit_codes: list[int] = []
+#: jobs that started (a job that raised a bug has started but recorded no code)
+_started: list[bool] = []
+
+#: exit codes (README, "Exit codes"): every job fine, some inputs failed, the job cannot start (bad config, key
+#: typo, missing weights or extra, unusable single input), interrupted
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR = 0, 1, 2
 
 
 def _task(cfg: DictConfig) -> int:
+    _started.append(True)
     code = run_mode(cfg)
     _exit_codes.append(code)
     return code
 
 
 def main() -> None:
-    """Parse ``sys.argv`` as Hydra does, run the job(s), exit with the largest exit code."""
+    """Parse ``sys.argv`` as Hydra does, run the job(s), exit with the largest exit code.
+
+    Hydra reports a config it cannot compose (an unknown key, a missing option of a group, bad override syntax) and
+    exits 1 before any job starts; that is a config error here: exit 2. ``--help``, ``--cfg``, ``--info`` exit 0.
+    """
     _exit_codes.clear()
-    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(_task)()
-    sys.exit(max(_exit_codes, default=0 if _info_only() else 1))
+    _started.clear()
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(_task)()
+    except SystemExit as exc:
+        if exc.code not in (0, None) and not _started:
+            sys.exit(EXIT_USER_ERROR)
+        raise
+    sys.exit(max(_exit_codes, default=EXIT_OK if _info_only() else EXIT_SOME_FAILED))
 
 
 def _info_only() -> bool:

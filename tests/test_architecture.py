@@ -15,7 +15,7 @@ MODULES = ROOT / "modules"
 
 #: lowest first; names are the first component below ``modules`` (a package or a top-level file)
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "errors", "config", "device", "robust", "extras"),  # base: user errors, config helpers, the device
+    ("__init__", "errors", "config", "device", "robust", "extras", "options"),  # base: user errors, config helpers, the device
     # policy, robust statistics, optional packages (require(): a missing extra is a UserError naming it)
     ("geometry",),
     ("dataset",),
@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("evaluation",),
     ("runtime",),
     ("modes",),
-    ("cli", "api"),  # the entry points: the command line and the Python API (run(mode=...) runs a mode)
+    ("cli", "api", "validation"),  # the entry points: the command line and the Python API (run(mode=...) runs a mode)
     ("app",),  # the web app: uses api.py only (no stage of its own)
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

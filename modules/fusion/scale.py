@@ -44,9 +44,12 @@ class FloorPlane:
     Attributes:
         normal: [3] unit normal.
         height: distance from the camera to the plane (same units as the input distances).
-        inlier_fraction: fraction of the candidate points within the tolerance of the plane.
+        inlier_fraction: share of the solid angle seen ``min_depression_deg`` or more below the horizon whose points
+            lie within ``support_band`` x the inlier tolerance of the plane (what the acceptance is decided on).
         tilt_deg: angle between the normal and the vertical.
         num_candidates: points seen below ``min_depression_deg``.
+        pixel_fraction: share of the candidate pixels within the inlier tolerance (ERP pixels crowd near the nadir,
+            so on a scene without a floor the plane tangent below the camera still holds ~24 % of them).
     """
 
     normal: Tensor
@@ -54,6 +57,7 @@ class FloorPlane:
     inlier_fraction: float
     tilt_deg: float
     num_candidates: int
+    pixel_fraction: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,18 @@ def fit_floor_plane(
     inlier_tolerance: float = 0.02,
     num_hypotheses: int = 512,
     max_points: int = 20000,
-    min_inlier_fraction: float = 0.2,
+    min_inlier_fraction: float = 0.5,
+    support_band: float = 3.0,
     generator: torch.Generator | None = None,
 ) -> FloorPlane:
-    """Fit the floor plane below the camera.
+    """Fit the floor plane below the camera, and refuse a weak one.
+
+    The plane is chosen by RANSAC on the candidate pixels and refined by least squares on its inliers; it is then
+    accepted only if it carries the lower view: the share of the solid angle (pixels weighted by cos(latitude))
+    below ``min_depression_deg`` whose points lie within ``support_band`` x ``inlier_tolerance`` of it must reach
+    ``min_inlier_fraction``, and its tilt must stay within ``max_tilt_deg``. Measured on synthetic scenes at 512x256
+    (rooms, corridors and outdoor streets, seeds 0-5; clean, 5 % per-pixel noise, or a 5-10 % smooth warp): 0.57-1.0
+    with a floor; a uniform sphere (no floor) 0.15-0.19 and a smooth blob 0.33-0.35, so 0.5 separates them.
 
     Args:
         distance: [H, W] ERP distance map (invalid pixels ignored).
@@ -92,7 +104,8 @@ def fit_floor_plane(
         inlier_tolerance: inlier band half-width, as a fraction of the median candidate distance.
         num_hypotheses: RANSAC plane hypotheses (point triples).
         max_points: candidates are randomly subsampled to at most this many.
-        min_inlier_fraction: fail when the best plane explains fewer candidates than this.
+        min_inlier_fraction: fail when the plane's share of the lower solid angle (above) is below this.
+        support_band: the acceptance counts points within this many inlier tolerances of the plane.
         generator: torch.Generator for the sampling (default: a new one seeded with 0).
     Raises:
         FloorNotFoundError: too few candidates, or no plane satisfies the constraints.
@@ -104,6 +117,7 @@ def fit_floor_plane(
     lat = erp_row_latitudes(H, distance.device, distance.dtype)
     cand = valid & (lat <= lat_limit)[:, None]
     pts = dirs[cand] * distance[cand][:, None]
+    area = torch.cos(lat)[:, None].expand(H, W)[cand]  # solid angle of each candidate pixel (up to a constant)
     n_cand = int(pts.shape[0])
     if n_cand < 3:
         raise FloorNotFoundError(
@@ -111,7 +125,8 @@ def fit_floor_plane(
         )
     gen = generator if generator is not None else torch.Generator(device="cpu").manual_seed(0)
     if n_cand > max_points:
-        pts = pts[torch.randperm(n_cand, generator=gen, device=gen.device)[:max_points].to(pts.device)]
+        keep = torch.randperm(n_cand, generator=gen, device=gen.device)[:max_points].to(pts.device)
+        pts, area = pts[keep], area[keep]
     tol = inlier_tolerance * float(pts.norm(dim=1).median())
     idx = torch.randint(pts.shape[0], (num_hypotheses, 3), generator=gen, device=gen.device).to(pts.device)
     normals, offsets = _plane_through(pts[idx])
@@ -130,14 +145,19 @@ def fit_floor_plane(
         normal = torch.linalg.svd(inl - centre, full_matrices=False).Vh[-1]
         normal = -normal if normal[1] < 0 else normal
         offset = (normal * centre).sum()
-    fraction = float((((pts @ normal) - offset).abs() <= tol).float().mean())
+    residual = ((pts @ normal) - offset).abs()
+    pixel_fraction = float((residual <= tol).float().mean())
+    fraction = float((area * (residual <= support_band * tol)).sum() / area.sum())
     tilt = math.degrees(math.acos(min(1.0, float(normal[1]))))
     if fraction < min_inlier_fraction or tilt > max_tilt_deg or not float(offset) > 0:
         raise FloorNotFoundError(
-            f"best floor candidate explains {fraction:.1%} of the {n_cand} lower-hemisphere points (need "
-            f"{min_inlier_fraction:.0%}), tilt {tilt:.1f} deg (max {max_tilt_deg}); no reliable floor"
+            f"scale.camera_height: no reliable floor: the best plane below the camera carries {fraction:.0%} of the "
+            f"view {min_depression_deg:g} deg or more below the horizon (solid angle within {support_band:g} x "
+            f"{inlier_tolerance:.0%} of the distance; scale.floor.min_inlier_fraction={min_inlier_fraction:g}), tilt "
+            f"{tilt:.1f} deg (scale.floor.max_tilt_deg={max_tilt_deg:g}). Is a floor in view below the camera? "
+            "Without one, give scale.factor or leave the scale relative"
         )
-    return FloorPlane(normal, float(offset), fraction, tilt, n_cand)
+    return FloorPlane(normal, float(offset), fraction, tilt, n_cand, pixel_fraction)
 
 
 _KEEP_INFO = {"units": "unchanged", "method": "keep", "factor": 1.0,
@@ -182,7 +202,10 @@ def metric_scale(
             "camera_height_m": camera_height,
             "floor_distance_before_scaling": plane.height,
             "floor_inlier_fraction": plane.inlier_fraction,
+            "floor_pixel_fraction": plane.pixel_fraction,
             "floor_tilt_deg": plane.tilt_deg,
+            "floor_thresholds": {"min_inlier_fraction": float((floor or {}).get("min_inlier_fraction", 0.5)),
+                                 "max_tilt_deg": float((floor or {}).get("max_tilt_deg", 10.0))},
         })
     if factor is not None:
         if not (math.isfinite(factor) and factor > 0):

@@ -39,6 +39,10 @@ __all__ = [
     "WeightsNotFoundError",
     "WeightsSpec",
     "download_hf_snapshot",
+    "download_note",
+    "find_local_weights",
+    "hub_unreachable",
+    "missing_weights_lines",
     "hf_dir_for",
     "hub_offline",
     "is_hf_model_dir",
@@ -195,6 +199,76 @@ def _from_path(path: Path) -> ResolvedWeights:
     return ResolvedWeights("state_dict_file", path, f"state-dict file {path}")
 
 
+def find_local_weights(
+    spec: WeightsSpec, weights: str | None, checkpoint_dir: str | os.PathLike
+) -> tuple[ResolvedWeights | None, list[str], str | None]:
+    """Look for the weights of ``spec`` on this machine only (no network): the search of :func:`resolve_weights`
+    without its download. Returns (what was found or None, the places looked in, the Hugging Face id a download
+    would fetch or None when ``weights`` names a file that is not there).
+
+    Raises:
+        WeightsNotFoundError / PredictorConfigError: ``weights`` names a path that cannot be used, or ``random``.
+    """
+    checkpoint_dir = Path(checkpoint_dir).expanduser().resolve()
+    looked: list[str] = []
+    weights = str(weights).strip() if weights not in (None, "") else None
+    if weights == "random":
+        raise PredictorConfigError(f"{spec.family}: weights: random is not searched for")
+    if weights is not None:
+        path = _existing_path(weights, checkpoint_dir)
+        if path is not None:
+            return _from_path(path), looked, None
+        if not _REPO_ID.match(weights) or weights.endswith(_STATE_DICT_SUFFIXES):
+            looked.append(f"{weights} (as given, under {checkpoint_dir} and under {Path.cwd()})")
+            return None, looked, None
+    repo_id = weights or spec.hf_id
+    local = hf_dir_for(checkpoint_dir, repo_id)
+    looked.append(f"{local} (Hugging Face format)")
+    if is_hf_model_dir(local):
+        return ResolvedWeights("hf_dir", local, f"{repo_id} from {local}", repo_id), looked, repo_id
+    if weights is None and spec.upstream_file:
+        upstream = checkpoint_dir / spec.upstream_file
+        looked.append(f"{upstream} (upstream release file)")
+        if upstream.is_file():
+            return (ResolvedWeights("state_dict_file", upstream, f"upstream file {upstream} (converted on load)"),
+                    looked, repo_id)
+    cached = _hf_cache_dir(repo_id)
+    looked.append(f"the Hugging Face cache for {repo_id}")
+    if cached is not None:
+        return ResolvedWeights("hf_dir", cached, f"{repo_id} from the Hugging Face cache ({cached})", repo_id), looked, \
+            repo_id
+    return None, looked, repo_id
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """None when the Hugging Face Hub's host accepts a connection within ``timeout`` seconds, else why not.
+
+    One TCP connection, no retries: huggingface_hub retries a failed request five times with back-off (about 25 s
+    of silence on a machine without network), so a download is only started once this answers.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached: {err.strerror or err}"
+
+
+def download_note(allow_download: bool) -> str | None:
+    """Why missing weights will not be downloaded now (None: a download can start)."""
+    if not allow_download:
+        return "downloads are off (allow_download: false)"
+    if hub_offline():
+        return "downloads are off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)"
+    return hub_unreachable()
+
+
 def resolve_weights(
     spec: WeightsSpec,
     weights: str | None,
@@ -202,15 +276,13 @@ def resolve_weights(
     allow_download: bool,
     allow_random_weights: bool,
 ) -> ResolvedWeights:
-    """Find the weights for ``spec`` (search order in the module header).
+    """Find the weights for ``spec`` (search order in the module header); local weights never touch the network.
 
     Raises:
         WeightsNotFoundError: nothing found, no download possible, and ``allow_random_weights`` is false.
     """
     checkpoint_dir = Path(checkpoint_dir).expanduser().resolve()
-    looked: list[str] = []
     weights = str(weights).strip() if weights not in (None, "") else None
-
     if weights == "random":
         if not allow_random_weights:
             raise PredictorConfigError(
@@ -218,41 +290,45 @@ def resolve_weights(
             )
         log.warning("%s (%s): RANDOM weights (weights: random)", spec.family, spec.variant)
         return ResolvedWeights("random", None, "random initialisation (weights: random)", None)
-    if weights is not None:
-        path = _existing_path(weights, checkpoint_dir)
-        if path is not None:
-            return _from_path(path)
-        if not _REPO_ID.match(weights) or weights.endswith(_STATE_DICT_SUFFIXES):
-            looked.append(f"{weights} (as given, under {checkpoint_dir} and under {Path.cwd()})")
-            return _not_found(spec, checkpoint_dir, looked, allow_random_weights, download_note="", repo_id=None)
-    repo_id = weights or spec.hf_id
-
-    local = hf_dir_for(checkpoint_dir, repo_id)
-    looked.append(f"{local} (Hugging Face format)")
-    if is_hf_model_dir(local):
-        return ResolvedWeights("hf_dir", local, f"{repo_id} from {local}", repo_id)
-    if weights is None and spec.upstream_file:
-        upstream = checkpoint_dir / spec.upstream_file
-        looked.append(f"{upstream} (upstream release file)")
-        if upstream.is_file():
-            return ResolvedWeights("state_dict_file", upstream, f"upstream file {upstream} (converted on load)")
-    cached = _hf_cache_dir(repo_id)
-    looked.append(f"the Hugging Face cache for {repo_id}")
-    if cached is not None:
-        return ResolvedWeights("hf_dir", cached, f"{repo_id} from the Hugging Face cache ({cached})", repo_id)
-
-    if not allow_download:
-        note = "downloads are off (allow_download: false)"
-    elif hub_offline():
-        note = "downloads are off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)"
-    else:
+    found, looked, repo_id = find_local_weights(spec, weights, checkpoint_dir)
+    if found is not None:
+        return found
+    if repo_id is None:
+        return _not_found(spec, checkpoint_dir, looked, allow_random_weights, download_note="", repo_id=None)
+    note = download_note(allow_download)
+    if note is None:
         try:
+            log.warning("%s (%s): weights not on this machine; downloading %s from the Hugging Face Hub into %s",
+                        spec.family, spec.variant, repo_id, hf_dir_for(checkpoint_dir, repo_id))
             path = download_hf_snapshot(repo_id, checkpoint_dir)
             log.info("downloaded %s into %s", repo_id, path)
             return ResolvedWeights("hf_dir", path, f"{repo_id} downloaded into {path}", repo_id)
         except Exception as err:  # network, auth, missing repo: all end in the one clear error below
             note = f"the download of {repo_id} failed ({type(err).__name__}: {err})"
     return _not_found(spec, checkpoint_dir, looked, allow_random_weights, download_note=note, repo_id=repo_id)
+
+
+def missing_weights_lines(spec: WeightsSpec, checkpoint_dir: str | os.PathLike, looked: list[str],
+                          download: str | None) -> list[str]:
+    """What to tell a user whose weights for ``spec`` are missing: where we looked, why nothing was downloaded, and
+    how to get them (the fetch command; the upstream file's name and where to put it)."""
+    checkpoint_dir = Path(checkpoint_dir).expanduser().resolve()
+    lines = [
+        f"{spec.family} weights for variant '{spec.variant}' not found.",
+        f"Looked in: {'; '.join(looked)}.",
+    ]
+    if download:
+        lines.append(f"Not downloaded: {download}.")
+    lines += [
+        f"Get them on a machine with internet access with:  {_fetch_command(spec)}",
+        "  (and copy pre_checkpoints/ over if this machine is offline)" + ("," if spec.upstream_file else "."),
+    ]
+    if spec.upstream_file:
+        lines.append(
+            f"or put the upstream release file {spec.upstream_file} ({spec.upstream_url}) into {checkpoint_dir}/ "
+            "(it is converted on load)."
+        )
+    return lines
 
 
 def _not_found(
@@ -263,29 +339,13 @@ def _not_found(
     download_note: str,
     repo_id: str | None,
 ) -> ResolvedWeights:
-    where = "; ".join(looked)
     if allow_random_weights:
         log.warning(
             "%s (%s): no weights found (%s); using RANDOM weights because allow_random_weights is set - "
             "outputs are meaningless as depth",
             spec.family,
             spec.variant,
-            where,
+            "; ".join(looked),
         )
         return ResolvedWeights("random", None, "random initialisation (allow_random_weights: true)", repo_id)
-    lines = [
-        f"{spec.family} weights for variant '{spec.variant}' not found.",
-        f"Looked in: {where}.",
-    ]
-    if download_note:
-        lines.append(f"Not downloaded: {download_note}.")
-    lines += [
-        f"Get them on a machine with internet access with:  {_fetch_command(spec)}",
-        "  (and copy pre_checkpoints/ over if this machine is offline)" + ("," if spec.upstream_file else "."),
-    ]
-    if spec.upstream_file:
-        lines.append(
-            f"or put the upstream release file {spec.upstream_file} ({spec.upstream_url}) into {checkpoint_dir}/ "
-            "(it is converted on load)."
-        )
-    raise WeightsNotFoundError("\n".join(lines))
+    raise WeightsNotFoundError("\n".join(missing_weights_lines(spec, checkpoint_dir, looked, download_note)))
