@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from PIL import Image
 
 from conftest import compose, write_scene
 from modules.modes import batch
+from modules.runtime import jobs as jobs_module
 from modules.runtime import worker as worker_module
 
 #: tiny and fast: every test panorama is 64 x 32
@@ -35,7 +37,7 @@ def make_folder(root: Path, good: int = 2, broken: bool = True) -> Path:
 def run_batch(image_path, run_dir: Path, *overrides: str) -> tuple[int, dict]:
     cfg = compose([f"dataset.image_path={image_path}", f"paths.output_dir={run_dir}", *FAST, *overrides])
     code = batch.run(cfg)
-    return code, json.loads((run_dir / batch.SUMMARY_FILE).read_text())
+    return code, json.loads((Path(str(cfg.batch.output_dir)) / batch.SUMMARY_FILE).read_text())
 
 
 def statuses(summary: dict) -> dict[str, str]:
@@ -133,8 +135,9 @@ def test_resume_never_trusts_unmarked_or_staging_folders(tmp_path):
 def test_models_are_loaded_once_per_process(tmp_path, monkeypatch):
     tour = make_folder(tmp_path / "in", good=3, broken=False)
     calls = []
-    original = worker_module.build_pipeline
-    monkeypatch.setattr(worker_module, "build_pipeline", lambda cfg, p=None: calls.append(1) or original(cfg, p))
+    job = jobs_module.JOBS["predict"]
+    monkeypatch.setitem(jobs_module.JOBS, "predict", dataclasses.replace(
+        job, build=lambda cfg, p=None: calls.append(1) or job.build(cfg, p)))
     code, summary = run_batch(tour, tmp_path / "out")
     assert code == 0 and summary["succeeded"] == 3 and len(calls) == 1
 
@@ -156,15 +159,15 @@ def test_single_file_writes_into_the_run_folder(tmp_path):
 
 def test_error_while_writing_leaves_no_partial_output(tmp_path, monkeypatch):
     tour = make_folder(tmp_path / "in", good=3, broken=False)
-    original = worker_module.write_panorama_outputs
+    original = jobs_module.write_panorama_outputs
 
-    def flaky(out_dir, rgb, result, cfg, image_path, extra=None):
+    def flaky(out_dir, rgb, result, cfg, image_path, extra=None, input_info=None):
         if "scene1" in image_path:
             np.save(out_dir / "distance.npy", np.zeros(3))
             raise OSError("disk full")
-        return original(out_dir, rgb, result, cfg, image_path, extra)
+        return original(out_dir, rgb, result, cfg, image_path, extra, input_info)
 
-    monkeypatch.setattr(worker_module, "write_panorama_outputs", flaky)
+    monkeypatch.setattr(jobs_module, "write_panorama_outputs", flaky)
     out = tmp_path / "out"
     code, summary = run_batch(tour, out)
     assert code == 1 and statuses(summary) == {"scene0-rgb": "ok", "scene1-rgb": "failed", "scene2-rgb": "ok"}
@@ -182,17 +185,17 @@ def test_fail_fast_stops_after_the_first_failure(tmp_path):
 @pytest.mark.parametrize("how, prefetch, expected_code", [("SIGINT", 0, 130), ("SIGTERM", 0, 143), ("SIGTERM", 1, 143)])
 def test_interrupt_leaves_only_committed_panoramas_and_lists_them(tmp_path, monkeypatch, how, prefetch, expected_code):
     tour = make_folder(tmp_path / "in", good=3, broken=False)
-    original = worker_module.write_panorama_outputs
+    original = jobs_module.write_panorama_outputs
 
-    def interrupted(out_dir, rgb, result, cfg, image_path, extra=None):
+    def interrupted(out_dir, rgb, result, cfg, image_path, extra=None, input_info=None):
         if "scene1" in image_path:
             np.save(out_dir / "distance.npy", np.zeros(3))
             if how == "SIGINT":
                 raise KeyboardInterrupt
             os.kill(os.getpid(), signal.SIGTERM)  # the batch mode turns it into an interrupt
-        return original(out_dir, rgb, result, cfg, image_path, extra)
+        return original(out_dir, rgb, result, cfg, image_path, extra, input_info)
 
-    monkeypatch.setattr(worker_module, "write_panorama_outputs", interrupted)
+    monkeypatch.setattr(jobs_module, "write_panorama_outputs", interrupted)
     out = tmp_path / "out"
     handler_before = signal.getsignal(signal.SIGTERM)
     code, summary = run_batch(tour, out, f"runtime.prefetch={prefetch}")

@@ -28,10 +28,14 @@ COMMON_META_KEYS = ("input", "outputs", "scale", "predictor", "timings", "machin
 
 
 def write_panorama_outputs(
-    out_dir: Path, rgb: torch.Tensor, result: PipelineResult, cfg: DictConfig, image_path: str | None, extra: dict | None = None
+    out_dir: Path, rgb: torch.Tensor, result: PipelineResult, cfg: DictConfig, image_path: str | None,
+    extra: dict | None = None, input_info: dict | None = None,
 ) -> dict[str, Any]:
     """Write distance.npy, distance.png, distance_preview.png, confidence.npy, the maps of ``export.maps``
     (distance.exr, points.exr, normal.png, normal.exr, mask.png), sky_mask.png, pointcloud.ply and, last, meta.json.
+
+    ``input_info``: what reading the input did (:func:`modules.dataset.io.read_image`'s conversions, the size
+    guard's decision), merged into meta.json's ``input``.
 
     Returns the meta dictionary.
     """
@@ -53,7 +57,7 @@ def write_panorama_outputs(
     timings["writing"] = time.perf_counter() - start
     sections = {"distance_png": png, "alignment": result.info.get("alignment"), **(extra or {})}
     return write_meta(out_dir, cfg, input={"image_path": image_path, "height": int(rgb.shape[1]),
-                                           "width": int(rgb.shape[2])},
+                                           "width": int(rgb.shape[2]), **(input_info or {})},
                       timings=timings, scale=result.info.get("scale"), **sections)
 
 

@@ -1,10 +1,14 @@
-"""Many panoramas in one run (``mode=predict`` with a folder, glob or list in ``dataset.image_path``).
+"""Every mode that takes panoramas runs here (``mode=predict``, ``equirect``, ``render_dense``, ``voxel``), on one
+image or a folder, glob or list in ``dataset.image_path``; what each mode computes and writes per panorama is its job
+(:mod:`modules.runtime.jobs`).
 
 Flow: list the inputs (:mod:`modules.dataset.listing`) -> name each one's output folder -> fingerprint it
 (:mod:`modules.runtime.fingerprint`) -> with ``batch.skip_existing`` leave out those whose finished outputs carry
-the same fingerprint -> run the rest on the executor ``runtime.executor._target_`` names (runtime=local: this
-process; runtime=ray: a Ray cluster) with a progress bar -> summary.json in the run folder, a table on stdout, the
-exit code (:mod:`modules.runtime.summary`).
+the same fingerprint -> refuse those the size guard finds too large (:mod:`modules.dataset.size_guard`, header
+only) -> run the rest on the executor ``runtime.executor._target_`` names (runtime=local: this process;
+runtime=ray: a Ray cluster) with a progress bar -> summary.json next to the outputs (in ``batch.output_dir``, so a
+resume into the same folder updates the same file), a table and the output folder on stdout, the exit code
+(:mod:`modules.runtime.summary`).
 
 Where outputs go (``batch.output_dir``, default the Hydra run folder ``paths.output_dir``):
 
@@ -34,7 +38,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ..dataset.listing import InputListing, list_inputs, output_names
+from ..dataset.size_guard import SizeError, check_size
 from ..device import configure_runtime
+from ..errors import UserError
 from ..export.depth_files import write_json
 from ..runtime import build_executor, executor_name
 from ..runtime.fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
@@ -80,6 +86,8 @@ def make_tasks(cfg: DictConfig, listing: InputListing, output_root: Path) -> lis
     """One task per input: absolute paths, output folder and fingerprint."""
     fp = cfg.batch.fingerprint
     config_doc = config_fingerprint_document(cfg, fp.sections, fp.ignore_keys)
+    if cfg.dataset.get("max_height") is not None:  # panoramas taller than it are processed downscaled
+        config_doc = {**config_doc, "dataset": {"max_height": int(cfg.dataset.max_height)}}
     names = [""] if listing.single else output_names(listing.paths)
     tasks = []
     for i, (path, name) in enumerate(zip(listing.paths, names)):
@@ -107,6 +115,24 @@ def _split_finished(tasks: list[PanoramaTask], skip_existing: bool) -> tuple[dic
     if done:
         log.info("skipping %d of %d panoramas: finished outputs with the same fingerprint exist", len(done), len(tasks))
     return done, todo
+
+
+def _refuse_oversized(cfg: DictConfig, todo: list[PanoramaTask]) -> tuple[dict[int, TaskResult], list]:
+    """(failed results of the panoramas the size guard refuses, the rest): header reads only, before any worker
+    loads a model, so a too-large panorama is refused in a second (the workers check again, e.g. on Ray nodes)."""
+    refused, rest = {}, []
+    for t in todo:
+        try:
+            check_size(cfg, t.image_path)
+        except SizeError as exc:
+            log.error("%s", exc)
+            refused[t.index] = TaskResult(t.index, t.name, t.image_path, t.output_dir, FAILED, reason=str(exc),
+                                          user_error=True)
+            continue
+        except UserError:  # unreadable, missing ...: the worker reports it as it reads
+            pass
+        rest.append(t)
+    return refused, rest
 
 
 def _status_text(status: dict) -> dict:
@@ -176,6 +202,10 @@ def run(cfg: DictConfig) -> int:
     tasks = make_tasks(cfg, listing, output_root)
     remove_stale_staging(output_root)
     results, todo = _split_finished(tasks, bool(b.skip_existing))
+    refused, todo = _refuse_oversized(cfg, todo)
+    results.update(refused)
+    if b.fail_fast and refused:
+        todo = []
     # workers get the resolved config: Hydra's interpolations (${hydra:...}) cannot be resolved outside this process
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     start, started_at = time.perf_counter(), time.time() - 1.0  # mtime granularity
@@ -192,7 +222,8 @@ def run(cfg: DictConfig) -> int:
             results[t.index] = TaskResult(t.index, t.name, t.image_path, t.output_dir, NOT_RUN, reason=why)
     ordered = [results[t.index] for t in tasks]
     summary = build_summary(ordered, info, wall, interrupted, listing.source, str(output_root), listing.single)
-    write_json(run_dir / SUMMARY_FILE, summary)
+    write_json(output_root / SUMMARY_FILE, summary)
     print(format_table(ordered, int(b.table_max_rows)), flush=True)
-    log.info("summary: %s", run_dir / SUMMARY_FILE)
+    print(f"outputs: {output_root}" + (f" (run folder {run_dir})" if run_dir != output_root else ""), flush=True)
+    log.info("summary: %s", output_root / SUMMARY_FILE)
     return summary["exit_code"]

@@ -1,7 +1,8 @@
 """mode=voxel: distance (panorama) or depth (single view) -> coloured occupancy grid -> MagicaVoxel .vox and .npy.
 
 The points come from an earlier run directory (``mode.run_dir``: a panorama run's distance.npy, or a single_view
-run's depth.npy with its intrinsics from meta.json) or from running the tangent pipeline on ``dataset.image_path``.
+run's depth.npy with its intrinsics from meta.json) or from running the tangent pipeline on ``dataset.image_path``
+(one image or a folder / glob / list, through the batch runner: job :data:`modules.runtime.jobs.JOBS` ``["voxel"]``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ..dataset.io import load_panorama
 from ..device import configure_runtime
 from ..export.outputs import write_meta
 from ..export.pointcloud import erp_points
 from ..export.run_dir import read_run
-from ..export.voxel import voxelize_points, write_vox, write_voxel_npy
 from ..geometry.pinhole import depth_to_points
-from ..pipeline import build_pipeline
+from ..runtime.jobs import write_voxel_files
+from .batch import run as run_batch
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +37,16 @@ def points_from_run(run_dir: Path, stride: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def run(cfg: DictConfig) -> int:
-    configure_runtime(cfg)
     v = cfg.mode
+    if not v.run_dir:
+        return run_batch(cfg)
+    configure_runtime(cfg)
     out = Path(cfg.paths.output_dir)
-    timings: dict[str, float] = {}
-    if v.run_dir:
-        points, colours, run_meta = points_from_run(Path(v.run_dir), int(v.stride))
-        source = {"run_dir": str(v.run_dir)}
-        scale, predictor = run_meta.get("scale"), run_meta.get("predictor")
-    else:
-        image_path = str(cfg.dataset.image_path)
-        rgb = load_panorama(image_path, min_height=cfg.dataset.min_height)
-        pipeline = build_pipeline(cfg)
-        result = pipeline.run(rgb, image_path)
-        timings.update(result.timings)
-        points, colours = erp_points(result.distance.cpu(), rgb, int(v.stride))
-        source = {"image_path": image_path, "height": int(rgb.shape[1]), "width": int(rgb.shape[2])}
-        scale, predictor = result.info.get("scale"), pipeline.predictor.describe()
+    points, colours, run_meta = points_from_run(Path(v.run_dir), int(v.stride))
     start = time.perf_counter()
-    bounds = None if v.bounds is None else torch.tensor(v.bounds, dtype=points.dtype)
-    grid = voxelize_points(points, colours, resolution=int(v.resolution), bounds=bounds,
-                           min_points=int(v.min_points), bounds_quantile=float(v.bounds_quantile))
-    write_vox(out / "voxels.vox", grid, palette_method=v.palette_method, default_colour=tuple(v.default_colour))
-    write_voxel_npy(out / "voxels.npy", grid, default_colour=tuple(v.default_colour))
-    timings["voxels"] = time.perf_counter() - start
-    write_meta(out, cfg, input=source, timings=timings, scale=scale, predictor=predictor, voxels=grid.describe())
+    grid = write_voxel_files(out, points, colours, v)
+    write_meta(out, cfg, input={"run_dir": str(v.run_dir)}, timings={"voxels": time.perf_counter() - start},
+               scale=run_meta.get("scale"), predictor=run_meta.get("predictor"), voxels=grid.describe())
     log.info("wrote %s/voxels.vox (%s)", out, grid.describe())
+    print(f"outputs: {out}", flush=True)
     return 0

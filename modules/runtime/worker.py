@@ -26,12 +26,12 @@ from typing import Callable, Iterable
 import torch
 from omegaconf import DictConfig
 
-from ..dataset.io import InputError, load_panorama
-from ..dataset.video import FrameLoader
+from ..dataset.io import InputError, read_panorama
+from ..dataset.size_guard import check_size
+from ..dataset.video import FrameLoader, parse_frame_path
 from ..errors import UserError
-from ..export.outputs import write_panorama_outputs
-from ..pipeline import build_pipeline
 from ..export.video import write_frame_raw
+from .jobs import job_for
 from .staging import staged_output
 
 __all__ = ["PanoramaTask", "TaskResult", "PanoramaWorker", "worker_id", "failure_reason"]
@@ -113,25 +113,38 @@ class PanoramaWorker:
 
     def __init__(self, cfg: DictConfig, predictor=None, propagate: tuple[type[BaseException], ...] = ()):
         self.cfg = cfg
-        self.pipeline = build_pipeline(cfg, predictor)
+        self.job = job_for(cfg)
+        self.pipeline = self.job.build(cfg, predictor)
         self.id = worker_id()
         self.propagate = tuple(propagate)
         self.frames = FrameLoader(min_height=int(cfg.dataset.min_height))
+        #: task index -> what reading it did (conversions, size guard), from read() to write() (other threads)
+        self._input_info: dict[int, dict] = {}
 
     # -- the three stages -------------------------------------------------------------------------------------
 
     def read(self, task: PanoramaTask, data: bytes | None = None) -> torch.Tensor:
-        """Decode the input: from ``data`` (its bytes, shipped by the driver) when given, else from its path."""
-        min_height = int(self.cfg.dataset.min_height)
-        if data is None:  # a panorama file, or a video frame "<file>#frame=N" (decoded by self.frames)
-            return self.frames.load(task.image_path)
+        """Decode the input: from ``data`` (its bytes, shipped by the driver) when given, else from its path.
+
+        A panorama file passes the size guard first (:func:`~modules.dataset.size_guard.check_size`, header only):
+        refused when too large for the memory budget, downscaled while decoding to ``dataset.max_height``."""
+        if data is None:
+            if parse_frame_path(task.image_path)[1] is not None:  # a video frame "<file>#frame=N"
+                return self.frames.load(task.image_path)
+            return self._read_file(task, task.image_path)
         with tempfile.TemporaryDirectory(prefix="immersivedepth-in-") as tmp:
             local = Path(tmp) / Path(task.image_path).name
             local.write_bytes(data)
             try:
-                return load_panorama(local, min_height=min_height)
+                return self._read_file(task, local)
             except InputError as exc:  # name the file the user gave, not the temporary copy
-                raise InputError(task.image_path, exc.problem) from None
+                raise type(exc)(task.image_path, exc.problem) from None
+
+    def _read_file(self, task: PanoramaTask, path) -> torch.Tensor:
+        decision = check_size(self.cfg, path)
+        rgb, info = read_panorama(path, int(self.cfg.dataset.min_height), decision.target_height)
+        self._input_info[task.index] = {"conversions": info["conversions"], "size_guard": decision.describe()}
+        return rgb
 
     def compute(self, task: PanoramaTask, rgb: torch.Tensor):
         return self.pipeline.run(rgb, task.image_path)
@@ -146,12 +159,13 @@ class PanoramaWorker:
             "batch": {"name": task.name, "input_fingerprint": task.input_fingerprint, "worker": self.id,
                       "input_shipped": shipped},
         }
+        input_info = self._input_info.pop(task.index, None)
         with staged_output(Path(task.output_dir), into_existing=task.into_existing) as staging:
             if task.outputs == "video_frame":
                 meta = write_frame_raw(staging, out, task.image_path, rgb.shape[1], rgb.shape[2],
                                        extra.pop("predictor"), extra)
             else:
-                meta = write_panorama_outputs(staging, rgb, out, self.cfg, task.image_path, extra)
+                meta = self.job.write(staging, rgb, out, self.cfg, task.image_path, extra, input_info)
         t = meta["timings"]
         level = logging.INFO if task.into_existing else logging.DEBUG  # one line per panorama only for one
         log.log(level, "wrote %s (network %.2f s, other stages %.2f s)", task.output_dir, t["network"],
@@ -164,6 +178,7 @@ class PanoramaWorker:
         return TaskResult(task.index, task.name, task.image_path, task.output_dir, OK, attempts=1, worker=self.id)
 
     def _fail(self, result: TaskResult, exc: Exception) -> TaskResult:
+        self._input_info.pop(result.index, None)
         if self.propagate and isinstance(exc, self.propagate):
             raise exc
         result.status, result.reason, result.user_error = FAILED, failure_reason(exc), isinstance(exc, UserError)
