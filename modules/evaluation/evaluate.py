@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from ..geometry.erp_maps import resize_map
 from .dataset import EvalPair
 from .metrics import METRIC_NAMES, EvaluationError, compute_metrics
@@ -52,7 +53,8 @@ def evaluate_pairs(
         predict: ``pair -> [h, w]`` prediction (any resolution; resized to the ground truth's).
         read_gt: a reader from :mod:`modules.evaluation.readers`.
         erp: the maps are equirectangular (longitude wrap when resizing).
-        record_failures: an image that cannot be scored (no valid pixel, unreadable ground truth) gets a row with
+        record_failures: an image that cannot be scored (no valid pixel, unreadable ground truth, any
+            :class:`~modules.errors.UserError` reading or predicting it: a bad image, one too large) gets a row with
             its ``error`` and NaN metrics instead of stopping the run.
         progress: show a tqdm progress bar.
         **metric_kwargs: passed to :func:`modules.evaluation.metrics.compute_metrics` (alignment, lat_band,
@@ -71,9 +73,12 @@ def evaluate_pairs(
             row = {"image": pair.name, **compute_metrics(pred, gt.values, mask=gt.valid, **metric_kwargs)}
             if gt.sky is not None:
                 row.update(sky_scores(pred_sky, gt.sky, gt.valid))
-        except (EvaluationError, GroundTruthError) as exc:
+        except (EvaluationError, GroundTruthError, UserError) as exc:
             if not record_failures:
                 raise
-            row = {"image": pair.name, **{m: float("nan") for m in METRIC_NAMES}, "error": f"{pair.gt}: {exc}"}
+            # a ground-truth or scoring problem is named by the ground truth file; others (InputError, the size
+            # guard, the predictor's) name their file themselves
+            what = f"{pair.gt}: {exc}" if isinstance(exc, (EvaluationError, GroundTruthError)) else str(exc)
+            row = {"image": pair.name, **{m: float("nan") for m in METRIC_NAMES}, "error": what}
         rows.append(row)
     return rows

@@ -51,6 +51,11 @@ class DepthPredictor(abc.ABC):
     def begin_panorama(self, image_path: str | None, erp_hw: tuple[int, int]) -> None:
         """Called once before the faces of one panorama; ``erp_hw`` is the panorama's (H, W)."""
 
+    def use_ground_truth(self, image_path: str, distance: Tensor, source: str) -> None:
+        """mode=eval hands over the ground truth it paired with ``image_path`` (``distance`` [H, W] metres, +inf sky,
+        NaN invalid; read from ``source``) before predicting it. Networks ignore it; the ground-truth-backed
+        synthetic predictor renders from it."""
+
     @abc.abstractmethod
     def predict(self, images: Tensor, cameras: TangentCameras | None = None) -> Tensor:
         """Relative disparity of each image.

@@ -219,6 +219,8 @@ class SyntheticPredictor(DepthPredictor):
         self._device = resolve_device(device)
         self._gt: Tensor | None = None
         self._gt_source: Path | None = None
+        #: the image whose ground truth mode=eval handed over (use_ground_truth)
+        self._given_for: str | None = None
         if self.gt_path is not None and "{frame" not in str(self.gt_path):
             self._set_gt(self.gt_path)
 
@@ -238,7 +240,23 @@ class SyntheticPredictor(DepthPredictor):
                 f"{path}: ground-truth distance map is {tuple(self._gt.shape)} but the panorama is {tuple(erp_hw)}"
             )
 
+    def use_ground_truth(self, image_path: str, distance: Tensor, source: str) -> None:
+        """Render ``image_path`` from the evaluation's paired ground truth (``distance`` [H, W]; +inf sky; invalid
+        pixels, NaN or <= 0, are rendered as sky: they are not scored). An explicit ``gt_distance`` wins."""
+        if self.gt_path is not None:
+            return
+        d = torch.as_tensor(distance, dtype=torch.float32)
+        if d.dim() != 2:
+            raise GroundTruthError(f"{source}: expected an [H, W] distance map, got shape {tuple(d.shape)}")
+        self._gt = torch.where(torch.isfinite(d) & (d > 0) | torch.isposinf(d), d, torch.inf).to(self._device)
+        self._gt_source, self._given_for = Path(source), str(image_path)
+
     def begin_panorama(self, image_path: str | None, erp_hw: tuple[int, int]) -> None:
+        if self.gt_path is None and image_path is not None and str(image_path) == self._given_for:
+            if tuple(self._gt.shape) != tuple(erp_hw):
+                raise GroundTruthError(f"{self._gt_source}: ground-truth distance map is {tuple(self._gt.shape)} but "
+                                       f"the panorama {image_path} is {tuple(erp_hw)}")
+            return
         # a video frame is named "<file>#frame=N" (modules/dataset/video.py); gt_distance may hold "{frame}"
         match = re.match(r"^(.*)#frame=(\d+)$", image_path or "")
         if match:

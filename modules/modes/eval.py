@@ -3,6 +3,11 @@
 The prediction is the distance of the pipeline ``mode.pipeline`` builds (``_target_``: the tangent pipeline,
 :func:`modules.pipeline.build_pipeline`, or the one-pass baseline, :func:`modules.pipeline.build_equirect`); it is
 aligned to the ground truth (``mode.alignment``) before scoring.
+
+Each image passes the size guard (:mod:`modules.dataset.size_guard`); an image or ground truth that cannot be used
+fails that pair only (a row with its error, exit 1), the others are scored. The ground truth paired with an image is
+handed to the predictor (:meth:`~modules.geo_predictors.base.DepthPredictor.use_ground_truth`), so the synthetic
+predictor works on every dataset layout (flat folders included), not only scene folders with a distance.npy.
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_container
 from ..dataset.io import load_panorama
+from ..dataset.size_guard import check_size
 from ..device import configure_runtime
 from ..errors import UserError
 from ..evaluation.dataset import list_eval_pairs
@@ -42,17 +50,28 @@ def run(cfg: DictConfig) -> int:
     pipeline = instantiate(e.pipeline)(cfg, predictor)
 
     timings: dict[str, float] = {}
+    reader = get_reader(e.gt_format, **({} if e.gt_quantity is None else {"quantity": e.gt_quantity}))
+    paired: dict = {}
+
+    def read_gt(path):  # evaluate_pairs reads a pair's ground truth before predicting it: keep it for predict()
+        paired["gt"], paired["path"] = reader(path), path
+        return paired["gt"]
 
     def predict(pair):
-        rgb = load_panorama(pair.rgb, min_height=cfg.dataset.min_height)
+        decision = check_size(cfg, pair.rgb)  # header only: refuse (this pair fails) or the height to decode at
+        rgb = load_panorama(pair.rgb, min_height=cfg.dataset.min_height, max_height=decision.target_height)
+        gt = paired.get("gt")
+        if gt is not None and paired["path"] == pair.gt and gt.quantity == "distance":
+            sky = gt.sky if gt.sky is not None else torch.zeros_like(gt.valid)
+            distance = torch.where(gt.valid, gt.values, torch.where(sky, torch.inf, torch.nan))
+            predictor.use_ground_truth(str(pair.rgb), distance, str(pair.gt))  # the synthetic predictor renders it
         result = pipeline.run(rgb, str(pair.rgb))
         for stage, seconds in result.timings.items():
             timings[stage] = timings.get(stage, 0.0) + seconds
         return result.distance
 
-    reader_overrides = {} if e.gt_quantity is None else {"quantity": e.gt_quantity}
     rows = evaluate_pairs(
-        pairs, predict, get_reader(e.gt_format, **reader_overrides), erp=True, record_failures=True, progress=True,
+        pairs, predict, read_gt, erp=True, record_failures=True, progress=True,
         alignment=e.alignment, lat_band=None if e.lat_band is None else tuple(e.lat_band), weighting=e.weighting,
         depth_range=None if e.depth_range is None else tuple(e.depth_range), delta_base=e.delta_base,
     )
