@@ -33,7 +33,7 @@ a network: a real network adds its weights and activations to the fixed part (Mi
 V2-L: about 2.5 GB more, weights only) but nothing per panorama pixel, and holds a float32 ground-truth map
 (4 bytes/pixel) a network does not; on CUDA most of the per-pixel memory is on the GPU instead of in RSS.
 The model is linear in the pixel count; over the measured sizes its error is within 0.25 GB (predict: 512x256 to
-4096x2048), 0.16 GB (render_dense), 0.06 GB (equirect). To recalibrate after a stage's memory changed (e.g. stages
+4096x2048), 0.22 GB (render_dense), 0.06 GB (equirect). To recalibrate after a stage's memory changed (e.g. stages
 running at the resolution they need), rerun the benchmark at three or more sizes and replace the numbers below.
 """
 
@@ -72,12 +72,13 @@ MODELS: dict[str, MemoryModel] = {
     "predict": MemoryModel(base_gb=0.89, bytes_per_pixel=596.0, bytes_per_face_pixel=85.0),
     # no tangent faces; the synthetic predictor renders the whole padded panorama (a network resizes it)
     "equirect": MemoryModel(base_gb=0.37, bytes_per_pixel=164.0),
-    # the predict pipeline, then a mesh of one vertex per pixel and its files (export.dense defaults)
-    "render_dense": MemoryModel(base_gb=0.89, bytes_per_pixel=1070.0, bytes_per_face_pixel=85.0),
+    # the predict pipeline, then a mesh of one vertex per pixel and its files (export.dense defaults);
+    # 512x256 / 1024x512 / 2048x1024 / 2896x1448: 1.03 1.74 3.23 6.05 GB
+    "render_dense": MemoryModel(base_gb=0.48, bytes_per_pixel=1200.0, bytes_per_face_pixel=85.0),
     # the predict pipeline, then the points of every mode.stride-th pixel and the grid
     "voxel": MemoryModel(base_gb=0.95, bytes_per_pixel=646.0, bytes_per_face_pixel=85.0),
     # a photo, not measured: no faces (equirect's fixed part), render_dense's per-pixel mesh and files
-    "single_view": MemoryModel(base_gb=0.37, bytes_per_pixel=1070.0),
+    "single_view": MemoryModel(base_gb=0.37, bytes_per_pixel=1200.0),
 }
 
 
