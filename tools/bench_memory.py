@@ -6,7 +6,7 @@ For each height H it writes a W = 2H panorama of an analytic box room (PNG, plus
 synthetic predictor) into a temporary folder, runs ``python core_exp_runner.py mode=<mode> predictor=synthetic``
 on it in a fresh process under ``/usr/bin/time -v`` (or ``resource.getrusage`` of the child when GNU time is
 missing) and prints a markdown table: size, pixels, max RSS, wall seconds, and the size guard's estimate for the same
-config. ``--fit`` adds the least-squares line ``rss = a + b * H * W`` over the measured sizes (the guard's per-pixel
+config (at the processed size when ``dataset.max_height`` is given). ``--fit`` adds the least-squares line ``rss = a + b * H * W`` over the measured sizes (the guard's per-pixel
 coefficient for that mode). The size guard is switched off for the measured run (``dataset.max_memory_gb`` large)
 unless an override sets ``dataset.max_memory_gb``.
 
@@ -138,6 +138,8 @@ def _estimate(mode: str, height: int, overrides: list[str]) -> str:
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"mode={mode}", "predictor=synthetic", *overrides])
+    if cfg.dataset.max_height is not None:  # processed downscaled
+        height = min(height, int(cfg.dataset.max_height))
     return f"{estimate_peak_gb(cfg, height, 2 * height):.2f}"
 
 
