@@ -70,6 +70,9 @@ class DatasetOptions:
 
     image_path: str | None = None  # the yaml's default is an interpolation (example_data/living_room.png)
     min_height: int = opt(32, ge=1, note="pixels")
+    #: the size guard (modules/dataset/size_guard.py)
+    max_memory_gb: float | None = opt(None, gt=0, note="GB; null: 75 % of this machine's memory")
+    max_height: int | None = opt(None, ge=1, note="pixels; null: never downscale")
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,8 @@ class RayRuntimeOptions(RuntimeOptions):
 
 @dataclass(frozen=True)
 class FingerprintOptions:
-    sections: list[str] = opt(factory=lambda: ["projection", "predictor", "alignment", "fusion", "refinement",
-                                               "scale", "export"])
+    sections: list[str] = opt(factory=lambda: ["mode", "projection", "predictor", "alignment", "fusion",
+                                               "refinement", "scale", "export"])
     ignore_keys: list[str] = opt(factory=lambda: ["device", "checkpoint_dir", "allow_download", "batch_size"])
     input: str = opt("stat", choices=("stat", "content"))
 
