@@ -1,5 +1,8 @@
 """The whole composed config checked before any work, in one place: :func:`validate_config`.
 
+Size (over the ~450-line guide): the one place every config check lives (types from the stages' signatures,
+cross-key rules, devices, extras, weights), as the fail-fast design asks; splitting it would scatter that list.
+
 Called by the command line (``modules/cli.py``, right after Hydra composed the config) and by the Python API
 (``modules/api.py``). Every problem is collected and reported in one :class:`ConfigError` (a UserError: the runner
 prints it and exits 2), one line per problem naming the key, the value and what is allowed:

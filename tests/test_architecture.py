@@ -166,3 +166,20 @@ def test_the_checker_sees_relative_and_lazy_imports(tmp_path):
     assert {"modules.dataset.io", "modules.runtime", "modules.runtime.staging", "modules.modes.common",
             "modules.export.atomic"} <= found
     assert ("pipeline", "fusion") in edges_between_layers()
+
+
+#: the size guide of docs/architecture.md: a longer module says why in its docstring's "Size (over ..." paragraph
+MAX_LINES = 450
+
+
+def test_long_modules_say_why_in_their_header():
+    import ast
+
+    unexplained = []
+    for path in source_files():
+        lines = path.read_text().count("\n")
+        if lines > MAX_LINES:
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+            if "Size (over" not in doc:
+                unexplained.append(f"{path} ({lines} lines)")
+    assert not unexplained, f"split these or give the reason in the module docstring: {unexplained}"

@@ -1,5 +1,8 @@
 """The synthetic, ground-truth-backed predictor.
 
+Size (over the ~450-line guide): every error model is a few lines of the one corruption it describes, kept beside
+the others so that their order and seeding read in one place.
+
 It renders the true disparity (1 / planar depth) of each face from a known ERP distance map, then corrupts it the
 way real networks err, independently per face:
 
