@@ -314,15 +314,30 @@ def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_po
     corner = torch.atan(math.sqrt(2.0) * t)
     top = ((0.5 - (axis_lat + corner).clamp(max=math.pi / 2) / math.pi) * height - 1).floor().clamp(min=0)
     bottom = ((0.5 - (axis_lat - corner).clamp(min=-math.pi / 2) / math.pi) * height + 1).ceil().clamp(max=height)
+    # and the columns: within the cap of angular radius `corner` around the axis, |lon - lon0| <= asin(sin(corner) /
+    # cos(lat0)) unless the cap holds a pole (then every column)
+    axis_lon = torch.atan2(R[:, 0, 2], R[:, 2, 2])
+    ratio = torch.sin(corner) / torch.cos(axis_lat).clamp_min(1e-12)
+    half_width = torch.where(ratio < 1, torch.asin(ratio.clamp(max=1.0)), torch.full_like(ratio, math.pi))
+    left = ((axis_lon - half_width) / (2 * math.pi) * width + 0.5 * width - 0.5).floor() - 1
+    right = ((axis_lon + half_width) / (2 * math.pi) * width + 0.5 * width - 0.5).ceil() + 2
+    bounds = torch.stack((top, bottom, left, right), 1).tolist()  # one host read for all faces
     faces, pixels, xs, ys, zs = [], [], [], [], []
     for f in range(cameras.num_faces):  # one face at a time keeps memory at O(P), not O(P F)
-        v0, v1 = int(top[f]), int(bottom[f])
-        cam = dirs[v0:v1].reshape(-1, 3) @ R[f]  # [rows * W, 3] = R^T d for every pixel of those rows
+        v0, v1, u0, u1 = (int(b) for b in bounds[f])
+        if u1 - u0 >= width:
+            cols = None
+            cam = dirs[v0:v1].reshape(-1, 3) @ R[f]  # [rows * W, 3] = R^T d for every pixel of those rows
+        else:  # only the face's columns (wrapping), ascending so that the samples stay in pixel order
+            cols = torch.sort(torch.arange(u0, u1, device=device) % width).values
+            cam = dirs[v0:v1, cols].reshape(-1, 3) @ R[f]
         z = cam[:, 2]
         x_lim = t[f] * z
         inside = (z > 0) & (cam[:, 0].abs() < x_lim) & (cam[:, 1].abs() < x_lim)
         idx = torch.nonzero(inside, as_tuple=True)[0]
         c = cam[idx]
+        if cols is not None:
+            idx = torch.div(idx, len(cols), rounding_mode="floor") * width + cols[idx % len(cols)]
         pixels.append(idx + v0 * width)
         faces.append(torch.full_like(idx, f))
         xs.append(c[:, 0] / (c[:, 2] * t[f]))
