@@ -5,15 +5,19 @@ face borders, times the predictors' confidence). Its confidence measures how wel
 ``exp(-(relative spread of the faces' inverse distances / agreement_tau)^2)`` (the weighted std over the mean,
 about the std of log inverse distance) times the blended predictor confidence;
 a pixel seen by a single face gets ``single_face_confidence`` instead of an agreement. Pixels that no face sees
-with a valid value are filled from their neighbours (repeated 3x3 averaging, longitude wrapping) and get confidence 0.
+with a valid value are filled from their neighbours (3x3 averaging, then a mean pyramid; longitude wrapping) and get
+confidence 0.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..geometry.erp_maps import resize_map
 from ..geometry.spherical import erp_pixel_to_direction
 from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces, splat_faces
 from ..geometry.cache import ValueCache
@@ -53,35 +57,73 @@ def edge_geometry(samples: FaceSamples, tan_half_fov: Tensor, R_world_from_face:
     return out
 
 
+#: exact 3 x 3 neighbour-averaging rounds before the rest of a hole is filled from a pyramid
+_LOCAL_FILL_ROUNDS = 2
+
+
 def fill_holes(values: Tensor, valid: Tensor, max_iterations: int = 512) -> Tensor:
-    """Fill invalid pixels of an ERP map by repeated 3x3 averaging of valid neighbours (columns wrap around).
+    """Fill invalid pixels of an ERP map from their valid neighbours (columns wrap around).
+
+    The first rounds average the valid 3 x 3 neighbours (a one-pixel hole takes the mean of its neighbours); what is
+    left of larger holes (the sky, unseen regions) is filled coarse-to-fine from a mean pyramid of the valid pixels
+    (push-pull: linear in the number of pixels, where repeated 3 x 3 averaging cost a full-size convolution per pixel
+    of hole depth), down to holes ``max_iterations`` pixels deep.
 
     Args:
         values: [H, W]; valid: [H, W] bool.
     Returns:
-        [H, W] with every pixel finite if any pixel is valid (remaining holes after ``max_iterations`` keep the
-        mean of the valid values).
+        [H, W] with every pixel finite if any pixel is valid (holes deeper than ``max_iterations`` keep the mean of
+        the valid values).
     """
     if bool(valid.all()):
         return values
     v = torch.where(valid, values, torch.zeros_like(values))[None, None]
     m = valid.to(values.dtype)[None, None]
-    kernel = torch.ones(1, 1, 3, 3, dtype=values.dtype, device=values.device)
     filled = m.clone()
-    for _ in range(max_iterations):
+    for _ in range(min(max_iterations, _LOCAL_FILL_ROUNDS)):
         if bool(filled.all()):
             break
-        vp = F.pad(F.pad(v, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1), mode="replicate")
-        mp = F.pad(F.pad(filled, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1), mode="replicate")
-        s = F.conv2d(vp * mp, kernel)
-        n = F.conv2d(mp, kernel)
+        s = _box3(v * filled)
+        n = _box3(filled)
         grow = (filled == 0) & (n > 0)
         v = torch.where(grow, s / n.clamp_min(1e-12), v)
         filled = torch.where(grow, torch.ones_like(filled), filled)
+    if max_iterations > _LOCAL_FILL_ROUNDS and not bool(filled.all()):
+        levels = max(1, math.ceil(math.log2(max(max_iterations - _LOCAL_FILL_ROUNDS, 1))))
+        v, filled = _pyramid_fill(v, filled, levels)
     out = v[0, 0]
     if not bool(filled.all()):
         out = torch.where(filled[0, 0] > 0, out, values[valid].mean())
     return out
+
+
+def _box3(x: Tensor) -> Tensor:
+    """Sums over 3 x 3 neighbourhoods of x [1, 1, H, W] (columns wrap, rows replicate at the poles), by shifted adds
+    (a one-channel conv2d is far slower on the CPU)."""
+    p = F.pad(F.pad(x, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1), mode="replicate")
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+
+
+def _pyramid_fill(v: Tensor, m: Tensor, levels: int) -> tuple[Tensor, Tensor]:
+    """Holes of v [1, 1, H, W] (m: 1 where known, else 0) filled from a 2 x 2 mean pyramid of the known pixels,
+    at most ``levels`` levels deep. Returns (v, m) with m 1 wherever a value was found."""
+    if levels <= 0 or bool(m.all()) or min(v.shape[-2:]) < 2:
+        return v, m
+    H, W = v.shape[-2:]
+    vs = F.avg_pool2d(v * m, 2, ceil_mode=True)
+    ms = F.avg_pool2d(m, 2, ceil_mode=True)
+    coarse = torch.where(ms > 0, vs / ms.clamp_min(1e-12), torch.zeros_like(vs))
+    coarse, cm = _pyramid_fill(coarse, (ms > 0).to(m.dtype), levels - 1)
+    # bilinear upsampling with the longitude wrapping (one circular column each side)
+    wrapped = torch.cat((coarse[..., -1:], coarse, coarse[..., :1]), -1)
+    wm = torch.cat((cm[..., -1:], cm, cm[..., :1]), -1)
+    size = (2 * coarse.shape[-2], 2 * wrapped.shape[-1])
+    up = F.interpolate(wrapped * wm, size=size, mode="bilinear", align_corners=False)[..., :H, 2:2 + W]
+    upm = F.interpolate(wm, size=size, mode="bilinear", align_corners=False)[..., :H, 2:2 + W]
+    hole = (m == 0) & (upm > 1e-6)
+    v = torch.where(hole, up / upm.clamp_min(1e-12), v)
+    return v, torch.where(hole, torch.ones_like(m), m)
 
 
 class Blender:
@@ -92,6 +134,10 @@ class Blender:
         agreement_tau: relative spread across faces at which the agreement confidence falls to 1/e.
         single_face_confidence: confidence of a pixel only one face sees.
         fill_iterations: how far (pixels) holes are filled from their neighbours.
+        max_height: outputs taller than this are blended at this height and upsampled bilinearly (inverse distance
+            and confidence, longitude wrapping); None: always at the output size. The faces resolve far fewer rows
+            than a 4K-8K panorama has (a 512 px face of the default icosahedron spans 0.45 degrees per pixel at its
+            centre: ~400 rows), and a full-size ERP <- face table of a 7680x3840 panorama alone would take ~5 GB.
     """
 
     def __init__(
@@ -100,7 +146,11 @@ class Blender:
         agreement_tau: float = 0.05,
         single_face_confidence: float = 0.5,
         fill_iterations: int = 512,
+        max_height: int | None = 1024,
     ):
+        if max_height is not None and int(max_height) < 8:
+            raise ValueError(f"fusion.blender.max_height must be >= 8 or null, got {max_height}")
+        self.max_height = None if max_height is None else int(max_height)
         self.weight_power = float(weight_power)
         self.agreement_tau = float(agreement_tau)
         self.single_face_confidence = float(single_face_confidence)
@@ -122,7 +172,17 @@ class Blender:
         return self._geometry(faces, height, width)["samples"]
 
     def blend(self, faces: AlignedFaces, height: int, width: int) -> tuple[Tensor, Tensor]:
-        """Returns distance [H, W] (positive, finite) and confidence [H, W] in [0, 1]."""
+        """Returns distance [H, W] (positive, finite) and confidence [H, W] in [0, 1] (blended at ``max_height``
+        rows and upsampled when H is larger)."""
+        if self.max_height is None or height <= self.max_height:
+            return self._blend(faces, height, width)
+        h = self.max_height
+        distance, confidence = self._blend(faces, h, (width * h) // height)
+        inv = resize_map(1.0 / distance, (height, width), erp=True)
+        return 1.0 / inv, resize_map(confidence, (height, width), erp=True).clamp(0, 1)
+
+    def _blend(self, faces: AlignedFaces, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """:meth:`blend` at the given size."""
         geometry = self._geometry(faces, height, width)
         inv = faces.inv_distance
         q = faces.valid.to(inv.dtype) * faces.confidence.clamp(0, 1)  # how much each face pixel counts
