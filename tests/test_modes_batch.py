@@ -80,3 +80,38 @@ def test_oversized_panorama_is_refused_in_every_panorama_mode(tiny_scene, tmp_pa
                         "dataset.max_memory_gb=0.01", *FAST], tmp_path)
         assert proc.returncode == 2
         assert "dataset.max_memory_gb=0.0" in proc.stdout + proc.stderr and str(tiny_scene) in proc.stdout
+
+
+def test_single_view_takes_a_folder_of_photos(tmp_path):
+    import math
+
+    from PIL import Image
+
+    from modules.dataset.synthetic_scene import make_room, render_perspective
+
+    folder = tmp_path / "photos"
+    W, H = 64, 48
+    f = (W / 2) / math.tan(math.radians(30))
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    for seed in (3, 4):
+        rgb, depth = render_perspective(make_room(seed), K, H, W)
+        (folder / f"shot{seed}").mkdir(parents=True)
+        Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).convert("L").save(folder / f"shot{seed}" / "photo.png")
+        np.save(folder / f"shot{seed}" / "depth.npy", depth)
+    out = tmp_path / "out"
+    proc = run_cli(["mode=single_view", f"dataset.image_path={folder}", f"batch.output_dir={out}",
+                    f"hydra.run.dir={tmp_path / 'run'}", "mode.camera.hfov_deg=60", "export.dense.files.formats=[ply]",
+                    "batch.progress=false"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"outputs: {out}" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["succeeded"] == 2
+    for seed in (3, 4):
+        run = out / f"shot{seed}-photo"
+        meta = json.loads((run / "meta.json").read_text())
+        assert meta["complete"] is True and meta["intrinsics"]["source"] == "fov"
+        assert meta["input"]["conversions"] == ["grayscale replicated to RGB"]  # recorded, as for panoramas
+        depth = np.load(run / "depth.npy")
+        gt = np.load(folder / f"shot{seed}" / "depth.npy")
+        assert depth.shape == (H, W) and (run / "mesh.ply").is_file()
+        assert np.corrcoef(depth.ravel(), gt.ravel())[0, 1] > 0.99  # the synthetic predictor's depth of this photo

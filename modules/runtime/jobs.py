@@ -9,6 +9,8 @@ lists, resume, summary.json, staging and the completion marker, local or Ray); o
   ``method: equirect``.
 * ``render_dense``: the tangent pipeline; the dense mesh files of ``export.dense`` plus the predict files.
 * ``voxel``: the tangent pipeline; voxels.vox + voxels.npy (``mode.resolution`` ...) and meta.json.
+* ``single_view``: perspective photos (any aspect): the predictor on the whole photo; depth, point cloud, mesh files
+  (:mod:`modules.runtime.single_view`).
 
 The writers get the panorama's staging folder; meta.json (through :func:`~modules.export.outputs.write_meta`) is
 written last and carries ``complete`` and ``fingerprint`` (the ``extra`` sections), so a resume can trust it.
@@ -39,11 +41,13 @@ Writer = Callable[[Path, torch.Tensor, PipelineResult, DictConfig, str, dict, di
 @dataclass(frozen=True)
 class PanoramaJob:
     """One mode's work on a panorama: ``build(cfg, predictor)`` -> a pipeline (``.run(rgb, path)``,
-    ``.predictor``), ``write`` (:data:`Writer`) its files."""
+    ``.predictor``), ``write`` (:data:`Writer`) its files; ``panorama``: inputs must be 2:1 equirectangular images
+    (False: any photo, mode=single_view)."""
 
     name: str
     build: Callable[[DictConfig, Any], Any]
     write: Writer
+    panorama: bool = True
 
 
 def _write_predict(out, rgb, result, cfg, image_path, extra, input_info):
@@ -106,11 +110,24 @@ def _write_voxel(out, rgb, result, cfg, image_path, extra, input_info):
                       **extra)
 
 
+def _build_single_view(cfg: DictConfig, predictor=None):
+    from .single_view import SingleViewPipeline
+
+    return SingleViewPipeline(cfg, predictor)
+
+
+def _write_single_view(out, rgb, result, cfg, image_path, extra, input_info):
+    from .single_view import write_single_view
+
+    return write_single_view(out, rgb, result, cfg, image_path, extra, input_info)
+
+
 JOBS: dict[str, PanoramaJob] = {
     "predict": PanoramaJob("predict", build_pipeline, _write_predict),
     "equirect": PanoramaJob("equirect", _build_equirect, _write_equirect),
     "render_dense": PanoramaJob("render_dense", build_pipeline, _write_dense),
     "voxel": PanoramaJob("voxel", build_pipeline, _write_voxel),
+    "single_view": PanoramaJob("single_view", _build_single_view, _write_single_view, panorama=False),
 }
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 import torch
 from omegaconf import DictConfig
 
-from ..dataset.io import InputError, read_panorama
+from ..dataset.io import InputError, read_image, read_panorama
 from ..dataset.size_guard import check_size
 from ..dataset.video import FrameLoader, parse_frame_path
 from ..errors import UserError
@@ -142,7 +142,10 @@ class PanoramaWorker:
 
     def _read_file(self, task: PanoramaTask, path) -> torch.Tensor:
         decision = check_size(self.cfg, path)
-        rgb, info = read_panorama(path, int(self.cfg.dataset.min_height), decision.target_height)
+        if self.job.panorama:
+            rgb, info = read_panorama(path, int(self.cfg.dataset.min_height), decision.target_height)
+        else:  # a photo (mode=single_view): any aspect
+            rgb, info = read_image(path, decision.target_height)
         self._input_info[task.index] = {"conversions": info["conversions"], "size_guard": decision.describe()}
         return rgb
 
