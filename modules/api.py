@@ -70,7 +70,8 @@ class RunResult:
     """What :func:`run` did: the exit code the command line would return, the run folder, and its summary.
 
     Attributes:
-        exit_code: 0 ok; 2 a user error (``error`` holds its message); other codes as the mode returns them.
+        exit_code: 0 ok; 2 a user error (``error`` holds its message); other codes as the mode returns them
+            (a batch whose inputs failed: ``error`` joins their reasons from summary.json).
         output_dir: the run folder (the command line's ``hydra.run.dir``).
         summary: the run folder's summary.json (batch / predict) or summary of eval, when the mode wrote one.
         meta: the run folder's meta.json, when the mode wrote one.
@@ -299,7 +300,11 @@ def run(
         return RunResult(2, out, error=str(cause))
     if progress is not None:
         progress("done", 1.0)
-    return RunResult(code, out, summary=_read_json(out / "summary.json"), meta=_read_json(out / "meta.json"))
+    summary = _read_json(out / "summary.json")
+    # a batch run reports an unusable input in summary.json (not as an exception): its reason is the error
+    reasons = [p["reason"] for p in (summary or {}).get("panoramas", []) if p.get("status") == "failed" and p.get("reason")]
+    return RunResult(code, out, error="; ".join(reasons) if code != 0 and reasons else None, summary=summary,
+                     meta=_read_json(out / "meta.json"))
 
 
 def _read_json(path: Path) -> dict | None:

@@ -30,6 +30,7 @@ def test_eval_on_a_flat_folder_with_the_synthetic_predictor(tmp_path):
     out = tmp_path / "eval"
     proc = run_cli(["mode=eval", f"mode.dataset={data}", f"hydra.run.dir={out}", *FAST], tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert f"outputs: {out}" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_images"] == 2 and summary["num_failed"] == 0
     # rendered from the paired truth with affine per-face errors, which the alignment undoes

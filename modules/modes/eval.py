@@ -88,6 +88,7 @@ def run(cfg: DictConfig) -> int:
                predictor=predictor.describe(), eval={"pipeline": str(e.pipeline._target_), "failed": len(failed)})
     for r in failed:
         log.error("%s", r["error"])
+    print(f"outputs: {out}", flush=True)
     m = summary["metrics"]
     log.info("%d images: AbsRel %.4f, delta1 %.4f (%d failed)", len(rows), m.get("abs_rel", float("nan")),
              m.get("delta1", float("nan")), len(failed))
