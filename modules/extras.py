@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "pyvista": ("previews", "pyvista"),
     "ray": ("ray", "ray"),
     "OpenEXR": ("eval", "OpenEXR"),
+    "fsspec": ("remote", "fsspec"),
 }
 
 

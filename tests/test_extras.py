@@ -31,7 +31,7 @@ def test_require_names_the_extra(without):
     with pytest.raises(MissingExtraError, match=r"GLB export needs pygltflib.*pip install 'immersivedepth\[mesh\]'"):
         require("pygltflib", "GLB export")
     assert issubclass(MissingExtraError, UserError)
-    assert {extra for extra, _ in EXTRAS.values()} == {"mesh", "previews", "ray", "eval"}
+    assert {extra for extra, _ in EXTRAS.values()} == {"mesh", "previews", "ray", "eval", "remote"}
 
 
 @pytest.mark.parametrize("overrides, hidden, extra", [

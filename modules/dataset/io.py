@@ -48,6 +48,9 @@ class InputError(UserError, ValueError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):  # picklable (it crosses processes on Ray: decode tasks on CPU-only nodes)
+        return type(self), (self.path, self.problem)
+
 
 def png_bit_depth(path: Path) -> int | None:
     """Bit depth from a PNG's IHDR chunk, or None if the file is not a PNG."""

@@ -44,7 +44,8 @@ from ..errors import UserError
 from ..export.depth_files import write_json
 from ..runtime import build_executor, executor_name
 from ..runtime.fingerprint import config_fingerprint_document, input_fingerprint, panorama_fingerprint
-from ..runtime.staging import MARKER, is_complete, remove_stale_staging
+from ..runtime import remote
+from ..runtime.staging import is_complete, marker_mtime, remove_stale_staging
 from ..runtime.summary import build_summary, format_table
 from ..runtime.worker import FAILED, NOT_RUN, OK, SKIPPED, PanoramaTask, TaskResult
 
@@ -82,8 +83,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def make_tasks(cfg: DictConfig, listing: InputListing, output_root: Path) -> list[PanoramaTask]:
-    """One task per input: absolute paths, output folder and fingerprint."""
+def make_tasks(cfg: DictConfig, listing: InputListing, output_root: Path | str) -> list[PanoramaTask]:
+    """One task per input: absolute paths, output folder (under a local path or a URI) and fingerprint."""
     fp = cfg.batch.fingerprint
     config_doc = config_fingerprint_document(cfg, fp.sections, fp.ignore_keys)
     if cfg.dataset.get("max_height") is not None:  # panoramas taller than it are processed downscaled
@@ -96,7 +97,7 @@ def make_tasks(cfg: DictConfig, listing: InputListing, output_root: Path) -> lis
             index=i,
             image_path=str(Path(path).absolute()),
             name=name,
-            output_dir=str(output_root if listing.single else output_root / name),
+            output_dir=str(output_root if listing.single else remote.join(str(output_root), name)),
             into_existing=listing.single,
             fingerprint=panorama_fingerprint(config_doc, input_doc),
             input_fingerprint=input_doc,
@@ -184,10 +185,8 @@ def _committed_during_run(task: PanoramaTask, since: float) -> bool:
     (wall clock): a worker finished it while the run was being stopped."""
     if not is_complete(task.output_dir, task.fingerprint):
         return False
-    try:
-        return (Path(task.output_dir) / MARKER).stat().st_mtime >= since
-    except OSError:
-        return False
+    mtime = marker_mtime(task.output_dir)
+    return mtime is not None and mtime >= since
 
 
 def run(cfg: DictConfig) -> int:
@@ -196,9 +195,14 @@ def run(cfg: DictConfig) -> int:
     b = cfg.batch
     executor = build_executor(cfg.runtime)
     run_dir = Path(str(cfg.paths.output_dir)).absolute()
-    output_root = Path(str(b.output_dir)).absolute()
+    # a local path (file:// too), or a URI fsspec understands (modules/runtime/remote.py: the workers upload)
+    output_root: Path | str = str(b.output_dir).rstrip("/")
+    if remote.is_uri(output_root):
+        remote.check(output_root)
+    else:
+        output_root = Path(remote.local_path(str(b.output_dir))).absolute()
     listing = list_inputs(str(cfg.dataset.image_path), b.extensions, b.list_suffixes, bool(b.recursive),
-                          exclude=[output_root, run_dir])
+                          exclude=[p for p in (output_root, run_dir) if isinstance(p, Path)])
     tasks = make_tasks(cfg, listing, output_root)
     remove_stale_staging(output_root)
     results, todo = _split_finished(tasks, bool(b.skip_existing))

@@ -10,6 +10,7 @@ from collections import deque
 
 from omegaconf import OmegaConf
 
+from .ray_io import IOTaskLost, RemoteIO
 from .staging import staging_tag
 from .worker import PanoramaTask, PanoramaWorker, TaskResult
 
@@ -19,7 +20,6 @@ __all__ = ["RayPanoramaWorker", "Call", "Slot", "first_line"]
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
 
 
 class Turns:
@@ -51,11 +51,14 @@ class RayPanoramaWorker:
         import torch
 
         torch.set_num_threads(num_threads)
-        cfg = OmegaConf.create(cfg_container)
-        # an out-of-memory error is the worker's trouble, not the panorama's: the driver retries it elsewhere
-        self.worker = PanoramaWorker(cfg, propagate=(ray.exceptions.OutOfMemoryError, MemoryError))
+        self.cfg = OmegaConf.create(cfg_container)
+        # an out-of-memory error is the worker's trouble, not the panorama's, and so is a decode / encode task lost
+        # with its node: the driver retries the panorama (elsewhere)
+        self.worker = PanoramaWorker(self.cfg, propagate=(ray.exceptions.OutOfMemoryError, MemoryError, IOTaskLost))
         self.node = ray.get_runtime_context().get_node_id()
         self.turns = Turns()
+        self.cfg_ref = ray.put(cfg_container)
+        self.io: dict[str, RemoteIO] = {}  # per CPU-only node (see modules.runtime.ray_io)
 
     def ready(self) -> dict:
         import ray
@@ -65,11 +68,20 @@ class RayPanoramaWorker:
                 "torch_threads": torch.get_num_threads(),
                 "restarted": ray.get_runtime_context().was_current_actor_reconstructed}
 
-    def process(self, task: PanoramaTask, data: bytes | None, seq: int) -> TaskResult:
-        result = self.worker.process(task, data, turn=self.turns.turn(seq))
+    def process(self, task: PanoramaTask, data: bytes | None, seq: int, io_node: str | None = None) -> TaskResult:
+        """One panorama; decoded and encoded on the node ``io_node`` when given (:mod:`modules.runtime.ray_io`)."""
+        import ray
+        import torch
+
+        io = None
+        if io_node is not None:
+            io = self.io.get(io_node)
+            if io is None:
+                io = self.io[io_node] = RemoteIO(ray, io_node, float(self.cfg.runtime.io_num_cpus), self.cfg_ref,
+                                                 torch.get_num_threads())
+        result = self.worker.process(task, data, turn=self.turns.turn(seq), io=io)
         result.node = self.node
         return result
-
 
 
 class Call:

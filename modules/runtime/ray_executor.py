@@ -12,7 +12,10 @@ Design (why not Ray Data, why not ``max_task_retries``: README, "Ray clusters", 
   are panoramas). Each runs :class:`~modules.runtime.worker.PanoramaWorker`: the same code and therefore the same
   files as ``runtime=local`` at the same torch thread count (``runtime.num_threads``, null = the actor's CPUs). More
   actors than the cluster can place now are fine: work starts as soon as the first actor has loaded its models, the
-  log says how many fit, the others join when resources appear.
+  log says how many fit, the others join when resources appear. With ``runtime.num_workers`` null the pool grows
+  while panoramas wait: when nodes join, actors are added up to what the cluster holds (:meth:`~modules.runtime.ray_pool.Pool._grow`).
+* CPU-only nodes: when the actors hold GPUs and the cluster has nodes without GPUs (``runtime.io_on_cpu_nodes``),
+  each panorama is decoded and written by Ray tasks on those nodes (:mod:`.ray_io`); the actors run the pipeline.
 * Actors are created with ``max_restarts=runtime.max_worker_restarts``: Ray itself restarts a worker whose process
   died (crash, out-of-memory kill, lost node, death while loading models) wherever the cluster has room, and we
   ping it (``ready`` with ``max_task_retries=-1``) to learn when it is back. Panorama calls are at-most-once
@@ -30,7 +33,8 @@ Design (why not Ray Data, why not ``max_task_retries``: README, "Ray clusters", 
 * Inputs: with ``runtime.ship_inputs`` (auto: when the cluster has more than one node) the driver reads each input
   and ships its bytes through the object store (inputs up to ``runtime.ship_max_mb``; larger ones are read by the
   worker from their path). Outputs are written by the workers: ``batch.output_dir`` must be a path every node writes
-  at the same place (NFS or similar); the driver checks existing outputs and writes summary.json.
+  at the same place (NFS or similar) or a URI fsspec understands (:mod:`.remote`: each worker uploads its
+  panorama's files, the marker last); the driver checks existing outputs and writes summary.json.
 * Progress: ``on_status`` gets the pool's state (workers ready, running, retried, done per node) after every change;
   a line goes to the log every ``runtime.progress_interval_s`` seconds; summary.json's ``executor`` holds the workers
   (id, node, state, panoramas, deaths), the nodes, deaths, retries and timeouts.
@@ -39,7 +43,8 @@ Design (why not Ray Data, why not ``max_task_retries``: README, "Ray clusters", 
 
 Files: this one (the entry point, :func:`run_ray`); :mod:`.ray_cluster` (start / join Ray, the worker plan);
 :mod:`.ray_actor` (the actor's body and the driver's record of it); :mod:`.ray_pool` (dispatch, retries, timeouts,
-the wait loop); :mod:`.ray_progress` (the pool's state for the bar, the log and summary.json).
+growth, the wait loop); :mod:`.ray_progress` (the pool's state for the bar, the log and summary.json);
+:mod:`.ray_io` (decode / encode tasks on CPU-only nodes).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from omegaconf import DictConfig
 
 from .ray_actor import RayPanoramaWorker
 from .ray_cluster import RayRuntimeError, connect_keeping_sigterm, fits, import_ray, loopback_ray_init, plan_workers
+from .ray_io import cpu_only_nodes
 from .ray_pool import Pool
 from .worker import PanoramaTask, TaskResult
 
@@ -81,6 +87,9 @@ def run_ray(
         raise RayRuntimeError(f"runtime.task_timeout_s must be > 0 or null, got {rt.task_timeout_s}")
     if str(rt.ship_inputs) not in ("auto", "True", "False"):
         raise RayRuntimeError(f"runtime.ship_inputs must be auto, true or false, got {rt.ship_inputs!r}")
+    if str(rt.io_on_cpu_nodes) not in ("auto", "False") or float(rt.io_num_cpus) <= 0:
+        raise RayRuntimeError(f"runtime.io_on_cpu_nodes must be auto or false (got {rt.io_on_cpu_nodes!r}) and "
+                              f"runtime.io_num_cpus > 0 (got {rt.io_num_cpus})")
     started = connect_keeping_sigterm(rt)
     pool = None
     try:
@@ -97,7 +106,7 @@ def run_ray(
         actor_cls = ray.remote(RayPanoramaWorker).options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=int(rt.max_worker_restarts), max_task_retries=0,
             max_concurrency=prefetch + 2)  # prefetch + 1 panorama calls and the ready ping
-        base = {"runtime": "ray", "address": rt.address, "workers": num, "workers_placeable_at_start": min(num, fits_now),
+        base = {"runtime": "ray", "address": rt.address, "workers_at_start": num, "workers_placeable_at_start": min(num, fits_now),
                 "cpus_per_worker": cpus, "gpus_per_worker": gpus, "cluster_nodes": len(alive_nodes),
                 "driver_node_ip": ray.util.get_node_ip_address(),
                 "max_tries": int(rt.max_retries) + 1, "task_timeout_s": rt.task_timeout_s}
@@ -105,6 +114,11 @@ def run_ray(
         ship = rt.ship_inputs
         pool.ship = len(alive_nodes) > 1 if str(ship) == "auto" else bool(ship)
         base["ship_inputs"] = pool.ship
+        if gpus > 0 and str(rt.io_on_cpu_nodes) == "auto":
+            pool.io_nodes = cpu_only_nodes(alive_nodes, float(rt.io_num_cpus))
+            if pool.io_nodes:
+                log.info("inputs are decoded and outputs written on the %d CPU-only node(s) (runtime.io_on_cpu_nodes)",
+                         len(pool.io_nodes))
         pool.start()
         pool.run(tasks, on_result, fail_fast)
         pool.report(force=True)

@@ -16,8 +16,10 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from .ray_actor import Call, Slot, first_line
-from .ray_cluster import RayRuntimeError
+from .ray_cluster import RayRuntimeError, fits
+from .ray_io import IOTaskLost
 from .ray_progress import PoolProgress
+from .remote import is_uri
 from .staging import remove_staging_of
 from .worker import FAILED, PanoramaTask, TaskResult, failure_reason
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 #: seconds between checks of timeouts and of the state of the pool while waiting (does not change results)
 _POLL_S = 0.5
 _MIB = 1 << 20
+#: seconds between looks at the cluster's size for new nodes (does not change results)
+_GROW_S = 1.0
 
 
 def _wait_for_exit(worker: str, timeout: float = 10.0) -> None:
@@ -47,6 +51,8 @@ def _wait_for_exit(worker: str, timeout: float = 10.0) -> None:
 
 
 def _staging_parent(task: PanoramaTask) -> str:
+    if is_uri(task.output_dir):  # no staging folder at a URI (remove_staging_of does nothing)
+        return task.output_dir
     return task.output_dir if task.into_existing else str(Path(task.output_dir).parent)
 
 
@@ -86,15 +92,48 @@ class Pool(PoolProgress):
         self.total = 0
         self.finished = 0
         self._last_log = time.monotonic()
+        # growth (runtime.num_workers null): actors added when nodes join
+        self.fixed_size = rt.num_workers is not None
+        self.added = 0
+        self._next_grow = time.monotonic() + _GROW_S
+        self._container: dict | None = None
+        # CPU-only nodes that decode and encode (modules.runtime.ray_io), taken in turn; empty: the workers do it
+        self.io_nodes: list[str] = []
+        self.io_turn = 0
+        self.io_lost = 0
 
     # -- actors ---------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        container = OmegaConf.to_container(self.cfg, resolve=True)
-        for key in range(self.num):
-            slot = Slot(key, self.actor_cls.remote(container, self._threads()))
+        self._add_actors(self.num)
+
+    def _add_actors(self, n: int) -> None:
+        if self._container is None:
+            self._container = OmegaConf.to_container(self.cfg, resolve=True)
+        for _ in range(n):
+            slot = Slot(len(self.slots), self.actor_cls.remote(self._container, self._threads()))
             self._ping(slot)
             self.slots.append(slot)
+
+    def _grow(self, pending: deque) -> None:
+        """With ``runtime.num_workers`` null, add actors when nodes have joined: up to as many as the cluster holds
+        now (counting every actor this run created, dead ones too: a worker that died for good is not replaced, so
+        ``runtime.max_worker_restarts`` stays a bound), never more than the panoramas waiting. Checked every
+        ``_GROW_S`` seconds while panoramas wait."""
+        now = time.monotonic()
+        if self.fixed_size or not pending or now < self._next_grow:
+            return
+        self._next_grow = now + _GROW_S
+        try:
+            capacity = fits(self.ray.cluster_resources(), self.base_info["cpus_per_worker"],
+                            self.base_info["gpus_per_worker"])
+        except Exception:  # the cluster's state is unavailable for a moment: ask again later
+            return
+        n = min(capacity - len(self.slots), len(pending))
+        if n > 0:
+            log.info("the Ray cluster has room for %d more worker(s): adding them", n)
+            self.added += n
+            self._add_actors(n)
 
     def _threads(self) -> int:
         rt = self.cfg.runtime
@@ -160,7 +199,11 @@ class Pool(PoolProgress):
     def _submit(self, slot: Slot, task: PanoramaTask) -> None:
         self.attempts[task.index] += 1
         data_ref = self._shipped(task)
-        ref = slot.actor.process.remote(task, data_ref, slot.seq)
+        io_node = None
+        if self.io_nodes and task.outputs == "panorama":  # video frames: the worker keeps its video open
+            io_node = self.io_nodes[self.io_turn % len(self.io_nodes)]
+            self.io_turn += 1
+        ref = slot.actor.process.remote(task, data_ref, slot.seq, io_node)
         slot.seq += 1
         slot.calls.append(Call(ref, task, data_ref, time.monotonic(), slot.info.get("worker"), slot.info.get("tag")))
 
@@ -201,6 +244,9 @@ class Pool(PoolProgress):
                     if slot.calls:
                         self.solo.update([task.index, *(c.task.index for c in slot.calls)])
                     self._ping(slot)  # back to work once Ray has restarted it (at once if it is alive)
+            elif isinstance(exc, IOTaskLost):
+                self.io_lost += 1
+                reason = str(exc.cause) if isinstance(getattr(exc, "cause", None), IOTaskLost) else first_line(exc)
             else:
                 reason = failure_reason(exc)
             self._clean(task, call.tag)
@@ -257,6 +303,7 @@ class Pool(PoolProgress):
         no_worker_since: float | None = None
         while True:
             if not stop:
+                self._grow(pending)
                 self._dispatch(pending)
             busy = any(s.calls for s in self.slots)
             if not busy and (stop or not pending):

@@ -27,6 +27,8 @@ class PoolProgress:
             nodes.setdefault(node, {"workers": 0, "done": 0})["done"] = n
         return {
             **self.base_info,
+            "workers": len(self.slots),
+            "workers_added": self.added,
             "prefetch": self.depth - 1,
             "workers_ready": sum(s.ready and not s.dead for s in self.slots),
             "workers_starting": sum(not s.ready and not s.dead for s in self.slots),
@@ -39,6 +41,8 @@ class PoolProgress:
             "worker_restarts": sum(s.restarts for s in self.slots),
             "timeouts": self.timeouts,
             "inputs_shipped": self.shipped,
+            "io_nodes": list(self.io_nodes),
+            "io_tasks_lost": self.io_lost,
             "done_per_node": dict(self.done_per_node),
             "nodes": nodes,
             "worker_details": [s.describe() for s in self.slots],

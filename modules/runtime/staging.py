@@ -27,8 +27,11 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
+from . import remote
+
 __all__ = [
-    "MARKER", "staged_output", "read_marker", "is_complete", "remove_stale_staging", "remove_staging_of", "staging_tag",
+    "MARKER", "staged_output", "read_marker", "is_complete", "marker_mtime", "remove_stale_staging", "remove_staging_of",
+    "staging_tag",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,16 +90,23 @@ def _commit_files(staging: Path, final: Path) -> None:
     staging.rmdir()
 
 
-@contextlib.contextmanager
-def staged_output(final: str | os.PathLike, into_existing: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder; on success move its content to ``final``, on any error or interrupt delete it.
+def staged_output(final: str | os.PathLike, into_existing: bool = False):
+    """A context manager yielding an empty staging folder; on success its content is moved to ``final``, on any
+    error or interrupt it is deleted.
 
     Args:
-        final: the panorama's output folder.
+        final: the panorama's output folder, or a URI fsspec understands (:mod:`modules.runtime.remote`: the files
+            are uploaded, the marker last).
         into_existing: False: ``final`` is the panorama's own folder and is replaced as a whole. True: ``final`` is a
             shared folder (the run folder of a single panorama) and only the files are moved in.
     """
-    final = Path(final)
+    if remote.is_uri(final):
+        return remote.staged_upload(str(final), MARKER, into_existing)
+    return _staged_locally(Path(remote.local_path(str(final))), into_existing)
+
+
+@contextlib.contextmanager
+def _staged_locally(final: Path, into_existing: bool) -> Iterator[Path]:
     parent = final if into_existing else final.parent
     parent.mkdir(parents=True, exist_ok=True)
     name = f".partial-{staging_tag()}" if into_existing else f".{final.name}.partial-{staging_tag()}"
@@ -113,7 +123,9 @@ def staged_output(final: str | os.PathLike, into_existing: bool = False) -> Iter
 
 def read_marker(folder: str | os.PathLike) -> dict | None:
     """The folder's meta.json if it exists, parses and says ``"complete": true``; else None."""
-    path = Path(folder) / MARKER
+    if remote.is_uri(folder):
+        return remote.read_marker(str(folder), MARKER)
+    path = Path(remote.local_path(str(folder))) / MARKER
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -126,12 +138,27 @@ def is_complete(folder: str | os.PathLike, fingerprint: str) -> bool:
     meta = read_marker(folder)
     if meta is None or meta.get("fingerprint") != fingerprint:
         return False
-    return all((Path(folder) / name).exists() for name in meta.get("outputs", []))
+    if remote.is_uri(folder):
+        return all(remote.exists(str(folder), name) for name in meta.get("outputs", []))
+    return all((Path(remote.local_path(str(folder))) / name).exists() for name in meta.get("outputs", []))
+
+
+def marker_mtime(folder: str | os.PathLike) -> float | None:
+    """When the folder's marker was written (seconds since the epoch); None when unknown or absent."""
+    if remote.is_uri(folder):
+        return remote.marker_mtime(str(folder), MARKER)
+    try:
+        return (Path(remote.local_path(str(folder))) / MARKER).stat().st_mtime
+    except OSError:
+        return None
 
 
 def remove_stale_staging(folder: str | os.PathLike) -> list[Path]:
-    """Delete staging folders a killed run left in ``folder`` (hidden ``*.partial-*`` / ``*.old-*``); returns them."""
-    folder = Path(folder)
+    """Delete staging folders a killed run left in ``folder`` (hidden ``*.partial-*`` / ``*.old-*``); returns them.
+    Nothing to do at a URI (no staging folder there)."""
+    if remote.is_uri(folder):
+        return []
+    folder = Path(remote.local_path(str(folder)))
     if not folder.is_dir():
         return []
     stale = sorted(p for p in folder.iterdir() if _STALE.match(p.name))
@@ -144,7 +171,9 @@ def remove_stale_staging(folder: str | os.PathLike) -> list[Path]:
 
 def remove_staging_of(folder: str | os.PathLike, name: str, tag: str | None = None) -> None:
     """Delete the staging folders of one panorama ``name`` in ``folder``: those of every process, or only the one of
-    the process whose :func:`staging_tag` is ``tag``."""
+    the process whose :func:`staging_tag` is ``tag``. Nothing to do at a URI."""
+    if remote.is_uri(folder):
+        return
     folder = Path(folder)
     prefix = ".partial-" if name == "" else f".{name}.partial-"
     if tag is not None:

@@ -34,7 +34,7 @@ from ..export.video import write_frame_raw
 from .jobs import job_for
 from .staging import staged_output
 
-__all__ = ["PanoramaTask", "TaskResult", "PanoramaWorker", "worker_id", "failure_reason"]
+__all__ = ["PanoramaTask", "TaskResult", "PanoramaWorker", "worker_id", "failure_reason", "read_input", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,56 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def read_input(task: PanoramaTask, data: bytes | None, cfg: DictConfig, frames: FrameLoader | None = None,
+               job=None) -> tuple[torch.Tensor, dict | None]:
+    """Decode a task's input: from ``data`` (its bytes, shipped by the driver) when given, else from its path (a
+    panorama file, or a video frame ``<file>#frame=N`` decoded by ``frames``, which keeps the video open).
+    Returns (rgb, what reading did: conversions and size guard; None for a video frame).
+
+    A panorama file passes the size guard first (:func:`~modules.dataset.size_guard.check_size`, header only):
+    refused when too large for the memory budget, downscaled while decoding to ``dataset.max_height``. ``job``: the
+    mode's (:func:`~modules.runtime.jobs.job_for` of ``cfg`` when None): panoramas are 2:1, photos any aspect."""
+    job = job or job_for(cfg)
+    if data is None:
+        if parse_frame_path(task.image_path)[1] is not None:  # a video frame "<file>#frame=N"
+            return (frames or FrameLoader(min_height=int(cfg.dataset.min_height))).load(task.image_path), None
+        return _read_file(cfg, task.image_path, job)
+    with tempfile.TemporaryDirectory(prefix="immersivedepth-in-") as tmp:
+        local = Path(tmp) / Path(task.image_path).name
+        local.write_bytes(data)
+        try:
+            return _read_file(cfg, local, job)
+        except InputError as exc:  # name the file the user gave, not the temporary copy
+            raise type(exc)(task.image_path, exc.problem) from None
+
+
+def _read_file(cfg: DictConfig, path, job) -> tuple[torch.Tensor, dict]:
+    decision = check_size(cfg, path)
+    if job.panorama:
+        rgb, info = read_panorama(path, int(cfg.dataset.min_height), decision.target_height)
+    else:  # a photo (mode=single_view): any aspect
+        rgb, info = read_image(path, decision.target_height)
+    return rgb, {"conversions": info["conversions"], "size_guard": decision.describe()}
+
+
+def write_outputs(cfg: DictConfig, job, task: PanoramaTask, rgb: torch.Tensor, out, extra: dict,
+                  input_info: dict | None) -> dict:
+    """Write one task's files all-or-nothing (:func:`~modules.runtime.staging.staged_output`) with the mode's
+    ``job`` (:mod:`modules.runtime.jobs`); returns meta.json."""
+    with staged_output(task.output_dir, into_existing=task.into_existing) as staging:
+        if task.outputs == "video_frame":
+            extra = dict(extra)
+            meta = write_frame_raw(staging, out, task.image_path, rgb.shape[1], rgb.shape[2], extra.pop("predictor"),
+                                   extra)
+        else:
+            meta = job.write(staging, rgb, out, cfg, task.image_path, extra, input_info)
+    t = meta["timings"]
+    level = logging.INFO if task.into_existing else logging.DEBUG  # one line per panorama only for one
+    log.log(level, "wrote %s (network %.2f s, other stages %.2f s)", task.output_dir, t["network"],
+            t["non_network_total"])
+    return meta
+
+
 class PanoramaWorker:
     """Holds one pipeline (models loaded once) and processes panoramas with it.
 
@@ -123,57 +173,30 @@ class PanoramaWorker:
 
     # -- the three stages -------------------------------------------------------------------------------------
 
-    def read(self, task: PanoramaTask, data: bytes | None = None) -> torch.Tensor:
-        """Decode the input: from ``data`` (its bytes, shipped by the driver) when given, else from its path.
-
-        A panorama file passes the size guard first (:func:`~modules.dataset.size_guard.check_size`, header only):
-        refused when too large for the memory budget, downscaled while decoding to ``dataset.max_height``."""
-        if data is None:
-            if parse_frame_path(task.image_path)[1] is not None:  # a video frame "<file>#frame=N"
-                return self.frames.load(task.image_path)
-            return self._read_file(task, task.image_path)
-        with tempfile.TemporaryDirectory(prefix="immersivedepth-in-") as tmp:
-            local = Path(tmp) / Path(task.image_path).name
-            local.write_bytes(data)
-            try:
-                return self._read_file(task, local)
-            except InputError as exc:  # name the file the user gave, not the temporary copy
-                raise type(exc)(task.image_path, exc.problem) from None
-
-    def _read_file(self, task: PanoramaTask, path) -> torch.Tensor:
-        decision = check_size(self.cfg, path)
-        if self.job.panorama:
-            rgb, info = read_panorama(path, int(self.cfg.dataset.min_height), decision.target_height)
-        else:  # a photo (mode=single_view): any aspect
-            rgb, info = read_image(path, decision.target_height)
-        self._input_info[task.index] = {"conversions": info["conversions"], "size_guard": decision.describe()}
+    def read(self, task: PanoramaTask, data: bytes | None = None, io=None) -> torch.Tensor:
+        """Decode the input (:func:`read_input`), here or with ``io``; what reading did is kept for meta.json."""
+        rgb, info = io.read(task, data) if io is not None else read_input(task, data, self.cfg, self.frames, self.job)
+        if info is not None:
+            self._input_info[task.index] = info
         return rgb
 
     def compute(self, task: PanoramaTask, rgb: torch.Tensor):
         return self.pipeline.run(rgb, task.image_path)
 
-    def write(self, task: PanoramaTask, rgb: torch.Tensor, out, shipped: bool = False) -> dict:
-        """Write the outputs all-or-nothing (:func:`~modules.runtime.staging.staged_output`); returns meta.json."""
+    def write(self, task: PanoramaTask, rgb: torch.Tensor, out, shipped: bool = False, io=None) -> dict:
+        """Write the outputs all-or-nothing (:func:`write_outputs`), here or with ``io``; returns meta.json."""
         extra = {
             "predictor": self.pipeline.predictor.describe(),
             "complete": True,
             "fingerprint": task.fingerprint,
             "torch_threads": torch.get_num_threads(),
             "batch": {"name": task.name, "input_fingerprint": task.input_fingerprint, "worker": self.id,
-                      "input_shipped": shipped},
+                      "input_shipped": shipped, "io_node": io.node if io is not None else None},
         }
         input_info = self._input_info.pop(task.index, None)
-        with staged_output(Path(task.output_dir), into_existing=task.into_existing) as staging:
-            if task.outputs == "video_frame":
-                meta = write_frame_raw(staging, out, task.image_path, rgb.shape[1], rgb.shape[2],
-                                       extra.pop("predictor"), extra)
-            else:
-                meta = self.job.write(staging, rgb, out, self.cfg, task.image_path, extra, input_info)
-        t = meta["timings"]
-        level = logging.INFO if task.into_existing else logging.DEBUG  # one line per panorama only for one
-        log.log(level, "wrote %s (network %.2f s, other stages %.2f s)", task.output_dir, t["network"],
-                t["non_network_total"])
-        return meta
+        if io is not None:
+            return io.write(task, rgb, out, extra, input_info)
+        return write_outputs(self.cfg, self.job, task, rgb, out, extra, input_info)
 
     # -- one panorama, or a stream of them ----------------------------------------------------------------------
 
@@ -191,24 +214,26 @@ class PanoramaWorker:
             log.warning("%s failed", result.image_path, exc_info=exc)
         return result
 
-    def process(self, task: PanoramaTask, data: bytes | None = None, turn=None) -> TaskResult:
+    def process(self, task: PanoramaTask, data: bytes | None = None, turn=None, io=None) -> TaskResult:
         """Run one panorama. Errors become a failed result (never raised, except ``propagate``); interrupts
         propagate after cleanup. ``data``: the input's bytes when the driver shipped them. ``turn``: a context
         manager held around the pipeline only (a Ray actor runs several calls in threads: reading and writing
-        overlap, the pipeline runs one panorama at a time, in order); it is entered even when reading failed."""
+        overlap, the pipeline runs one panorama at a time, in order); it is entered even when reading failed.
+        ``io``: decodes and encodes elsewhere (``read(task, data)`` -> (rgb, input info), ``write(task, rgb, out,
+        extra, input_info)``, ``node``; the Ray executor's tasks on CPU-only nodes); None: here."""
         start = time.perf_counter()
         result = self._new_result(task)
         turn = turn if turn is not None else contextlib.nullcontext()
         try:
             try:
-                rgb = self.read(task, data)
+                rgb = self.read(task, data) if io is None else self.read(task, data, io)
             except Exception:
                 with turn:  # give up this call's place in the order
                     pass
                 raise
             with turn:
                 out = self.compute(task, rgb)
-            self.write(task, rgb, out, shipped=data is not None)
+            self.write(task, rgb, out, shipped=data is not None, io=io)
         except Exception as exc:  # one bad panorama must not stop the others
             self._fail(result, exc)
         result.seconds = time.perf_counter() - start
