@@ -116,6 +116,8 @@ class RayRuntimeOptions(RuntimeOptions):
     progress_interval_s: float = opt(30, gt=0)
     ship_inputs: bool | str = opt("auto", choices=("auto", True, False))
     ship_max_mb: float = opt(64, ge=0)
+    io_on_cpu_nodes: bool | str = opt("auto", choices=("auto", False))
+    io_num_cpus: float = opt(1, gt=0)
     runtime_env: dict | None = None
 
 
