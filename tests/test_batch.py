@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import compose, write_scene
 from modules.modes import batch
+from modules.runtime import remote
 from modules.runtime import jobs as jobs_module
 from modules.runtime import worker as worker_module
 
@@ -37,7 +38,10 @@ def make_folder(root: Path, good: int = 2, broken: bool = True) -> Path:
 def run_batch(image_path, run_dir: Path, *overrides: str) -> tuple[int, dict]:
     cfg = compose([f"dataset.image_path={image_path}", f"paths.output_dir={run_dir}", *FAST, *overrides])
     code = batch.run(cfg)
-    return code, json.loads((Path(str(cfg.batch.output_dir)) / batch.SUMMARY_FILE).read_text())
+    out = str(cfg.batch.output_dir)
+    if remote.is_uri(out):  # summary.json next to the outputs at a URI (tests/test_remote_outputs.py)
+        return code, json.loads(remote.read_bytes(remote.join(out, batch.SUMMARY_FILE)))
+    return code, json.loads((Path(remote.local_path(out)) / batch.SUMMARY_FILE).read_text())
 
 
 def statuses(summary: dict) -> dict[str, str]:

@@ -21,11 +21,13 @@ def test_outputs_at_an_fsspec_uri_match_a_local_folder_and_resume_from_it(tmp_pa
     uri = f"memory://immersivedepth-{uuid.uuid4().hex}/out"
     code, summary = run_batch(tour, tmp_path / "run", f"batch.output_dir={uri}")
     assert code == code_local == 1 and statuses(summary) == statuses(local)
-    assert not (tmp_path / "run" / "scene0-rgb").exists()  # nothing went to the run folder but summary.json
+    # summary.json next to the outputs (read from the URI by run_batch) and in the run folder; nothing else there
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+    assert not (tmp_path / "run" / "scene0-rgb").exists()
     fs, root = fsspec.core.url_to_fs(uri)
     ok = sorted(p["name"] for p in summary["panoramas"] if p["status"] == "ok")
     assert ok == ["scene0-rgb", "scene1-rgb"]
-    assert sorted(fs.ls(root, detail=False)) == [f"{root}/{name}" for name in ok]  # none for the broken inputs
+    assert sorted(fs.ls(root, detail=False)) == sorted([f"{root}/{name}" for name in ok] + [f"{root}/summary.json"])
     for name in ok:
         for f in FILES[:3]:
             assert fs.cat_file(f"{root}/{name}/{f}") == (tmp_path / "local" / name / f).read_bytes()

@@ -226,8 +226,14 @@ def run(cfg: DictConfig) -> int:
             results[t.index] = TaskResult(t.index, t.name, t.image_path, t.output_dir, NOT_RUN, reason=why)
     ordered = [results[t.index] for t in tasks]
     summary = build_summary(ordered, info, wall, interrupted, listing.source, str(output_root), listing.single)
-    write_json(output_root / SUMMARY_FILE, summary)
+    if isinstance(output_root, Path):
+        summary_path = output_root / SUMMARY_FILE
+        write_json(summary_path, summary)
+    else:  # at a URI: written in the run folder, then uploaded next to the outputs
+        write_json(run_dir / SUMMARY_FILE, summary)
+        summary_path = remote.join(output_root, SUMMARY_FILE)
+        remote.upload(run_dir / SUMMARY_FILE, summary_path)
     print(format_table(ordered, int(b.table_max_rows)), flush=True)
     print(f"outputs: {output_root}" + (f" (run folder {run_dir})" if run_dir != output_root else ""), flush=True)
-    log.info("summary: %s", output_root / SUMMARY_FILE)
+    log.info("summary: %s", summary_path)
     return summary["exit_code"]

@@ -3,7 +3,7 @@
 
 Who writes: the worker that ran the panorama (the local process, or each Ray actor) writes the files into a local
 temporary folder, then uploads them; the driver only reads the markers (resume) and writes summary.json into the run
-folder (``paths.output_dir``, a local path). ``file://`` URIs are plain local paths (:func:`local_path`) and keep
+folder (``paths.output_dir``, a local path), then uploads it next to the outputs. ``file://`` URIs are plain local paths (:func:`local_path`) and keep
 the local guarantees.
 
 What is lost against a local or shared path: object stores have no atomic rename, so a panorama's files appear one
@@ -26,7 +26,7 @@ from typing import Iterator
 
 from ..extras import require
 
-__all__ = ["is_uri", "local_path", "join", "check", "staged_upload", "read_marker", "exists", "marker_mtime"]
+__all__ = ["is_uri", "local_path", "join", "check", "staged_upload", "upload", "read_bytes", "read_marker", "exists", "marker_mtime"]
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -83,6 +83,18 @@ def staged_upload(uri: str, marker: str, into_existing: bool) -> Iterator[Path]:
             fs.put_file(str(item), target)
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def upload(local: Path, uri: str) -> None:
+    """Copy one local file to ``uri`` (e.g. summary.json next to the outputs)."""
+    fs, path = _filesystem(uri)
+    fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+    fs.put_file(str(local), path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = _filesystem(uri)
+    return fs.cat_file(path)
 
 
 def read_marker(uri: str, marker: str) -> dict | None:
