@@ -13,7 +13,8 @@ Design (why not Ray Data, why not ``max_task_retries``: README, "Ray clusters", 
   files as ``runtime=local`` at the same torch thread count (``runtime.num_threads``, null = the actor's CPUs). More
   actors than the cluster can place now are fine: work starts as soon as the first actor has loaded its models, the
   log says how many fit, the others join when resources appear. With ``runtime.num_workers`` null the pool grows
-  while panoramas wait: when nodes join, actors are added up to what the cluster holds (:meth:`~modules.runtime.ray_pool.Pool._grow`).
+  while panoramas wait: when nodes join, actors are added up to what the cluster holds
+  (:meth:`~modules.runtime.ray_pool.Pool._grow`).
 * CPU-only nodes: when the actors hold GPUs and the cluster has nodes without GPUs (``runtime.io_on_cpu_nodes``),
   each panorama is decoded and written by Ray tasks on those nodes (:mod:`.ray_io`); the actors run the pipeline.
 * Actors are created with ``max_restarts=runtime.max_worker_restarts``: Ray itself restarts a worker whose process
@@ -106,8 +107,8 @@ def run_ray(
         actor_cls = ray.remote(RayPanoramaWorker).options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=int(rt.max_worker_restarts), max_task_retries=0,
             max_concurrency=prefetch + 2)  # prefetch + 1 panorama calls and the ready ping
-        base = {"runtime": "ray", "address": rt.address, "workers_at_start": num, "workers_placeable_at_start": min(num, fits_now),
-                "cpus_per_worker": cpus, "gpus_per_worker": gpus, "cluster_nodes": len(alive_nodes),
+        base = {"runtime": "ray", "address": rt.address, "workers_at_start": num,
+                "workers_placeable_at_start": min(num, fits_now), "cpus_per_worker": cpus, "gpus_per_worker": gpus, "cluster_nodes": len(alive_nodes),
                 "driver_node_ip": ray.util.get_node_ip_address(),
                 "max_tries": int(rt.max_retries) + 1, "task_timeout_s": rt.task_timeout_s}
         pool = Pool(ray, actor_cls, cfg, num, on_status, base)

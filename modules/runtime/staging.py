@@ -30,8 +30,8 @@ from typing import Iterator
 from . import remote
 
 __all__ = [
-    "MARKER", "staged_output", "read_marker", "is_complete", "marker_mtime", "remove_stale_staging", "remove_staging_of",
-    "staging_tag",
+    "MARKER", "staged_output", "read_marker", "is_complete", "marker_mtime", "remove_stale_staging",
+    "remove_staging_of", "staging_tag",
 ]
 
 log = logging.getLogger(__name__)
