@@ -108,7 +108,8 @@ def run_ray(
             num_cpus=cpus, num_gpus=gpus, max_restarts=int(rt.max_worker_restarts), max_task_retries=0,
             max_concurrency=prefetch + 2)  # prefetch + 1 panorama calls and the ready ping
         base = {"runtime": "ray", "address": rt.address, "workers_at_start": num,
-                "workers_placeable_at_start": min(num, fits_now), "cpus_per_worker": cpus, "gpus_per_worker": gpus, "cluster_nodes": len(alive_nodes),
+                "workers_placeable_at_start": min(num, fits_now), "cpus_per_worker": cpus, "gpus_per_worker": gpus,
+                "cluster_nodes": len(alive_nodes),
                 "driver_node_ip": ray.util.get_node_ip_address(),
                 "max_tries": int(rt.max_retries) + 1, "task_timeout_s": rt.task_timeout_s}
         pool = Pool(ray, actor_cls, cfg, num, on_status, base)
