@@ -3,8 +3,8 @@
 
 Who writes: the worker that ran the panorama (the local process, or each Ray actor) writes the files into a local
 temporary folder, then uploads them; the driver only reads the markers (resume) and writes summary.json into the run
-folder (``paths.output_dir``, a local path), then uploads it next to the outputs. ``file://`` URIs are plain local paths (:func:`local_path`) and keep
-the local guarantees.
+folder (``paths.output_dir``, a local path), then uploads it next to the outputs. ``file://`` URIs are plain local
+paths (:func:`local_path`) and keep the local guarantees.
 
 What is lost against a local or shared path: object stores have no atomic rename, so a panorama's files appear one
 by one. The guarantee kept is the marker: the old ``meta.json`` is deleted before anything else is touched and the
@@ -26,7 +26,8 @@ from typing import Iterator
 
 from ..extras import require
 
-__all__ = ["is_uri", "local_path", "join", "check", "staged_upload", "upload", "read_bytes", "read_marker", "exists", "marker_mtime"]
+__all__ = ["is_uri", "local_path", "join", "check", "staged_upload", "upload", "read_bytes", "read_marker", "exists",
+           "marker_mtime"]
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
