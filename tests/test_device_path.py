@@ -81,7 +81,7 @@ def test_no_numpy_or_scipy_between_projection_and_scale(street, alignment, monke
     labelled = []
     monkeypatch.setattr(parts, "label_graph", lambda *a, _f=parts.label_graph: labelled.append(1) or _f(*a))
     cfg = compose(["predictor=synthetic", "projection.face_size=32", f"alignment={alignment}",
-                   "refinement.height=64", "predictor.corruption.infinity_distance=60"])
+                   "refinement=gradient", "refinement.height=64", "predictor.corruption.infinity_distance=60"])
     pipeline = build_pipeline(cfg)
     rgb = load_panorama(street)
     calls: list = []

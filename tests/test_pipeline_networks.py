@@ -44,7 +44,7 @@ def run_tiny(cfg, nested: dict, scene):
 def test_tiny_networks_through_the_pipeline(compose_cfg, tiny_scene, tmp_path, one_cpu_thread, predictor, nested):
     # random weights: their output is no scene, so the sky detector is off (it flags most of it as sky)
     cfg = compose_cfg([f"predictor={predictor}", f"paths.output_dir={tmp_path}", "projection.face_size=48",
-                       "fusion.sky.enabled=false",
+                       "fusion.sky.enabled=false", "refinement=gradient",
                        "predictor.batch_size=7" if predictor != "joint" else "predictor.midas.batch_size=7"])
     pipeline, rgb, result = run_tiny(cfg, nested, tiny_scene)
     assert result.distance.shape == (64, 128) and torch.isfinite(result.distance).all()

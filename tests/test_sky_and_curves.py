@@ -16,7 +16,7 @@ AFFINE = [f"{C}scale_range=[0.5,2.0]", f"{C}shift_range=[-0.2,0.2]", f"{C}warp_a
 COMBINED = [f"{C}scale_range=[0.5,2.0]", f"{C}shift_range=[-0.2,0.2]", f"{C}warp_amplitude=0.05", f"{C}noise_std=0.01",
             f"{C}curve_strength=1.0", f"{C}edge_blur=0.01", f"{C}additive_noise=0.01", f"{C}infinity_distance=500",
             f"{C}low_info_sky=0.5", f"{C}low_info_warp=0.3"]
-BASE = ["predictor=synthetic", "projection.face_size=128", "refinement.height=256", "paths.output_dir=/tmp/unused"]
+BASE = ["predictor=synthetic", "projection.face_size=128", "paths.output_dir=/tmp/unused"]
 
 
 def abs_rel(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -55,8 +55,7 @@ def run(scene, overrides):
     from conftest import compose
     from modules.pipeline import build_pipeline
 
-    base = [o for o in BASE if not (o.startswith("refinement.") and "refinement=none" in overrides)]
-    pipeline = build_pipeline(compose([*base, *overrides]))
+    pipeline = build_pipeline(compose([*BASE, *overrides]))
     return pipeline.run(load_panorama(scene), str(scene)), pipeline
 
 
@@ -209,7 +208,7 @@ def test_broken_face_predictions_give_a_clear_result(room_scene, kind):
     from conftest import compose
     from modules.pipeline import build_pipeline
 
-    pipeline = build_pipeline(compose(["predictor=synthetic", "projection.face_size=48", "refinement.height=128",
+    pipeline = build_pipeline(compose(["predictor=synthetic", "projection.face_size=48",
                                        "paths.output_dir=/tmp/unused", *AFFINE]))
     pipeline.predictor = Broken(pipeline.predictor, kind)
     result = pipeline.run(load_panorama(room_scene), str(room_scene))
@@ -227,7 +226,7 @@ def test_a_panorama_that_is_ninety_percent_sky(tmp_path):
     distance[: int(0.9 * H)] = np.inf  # only the lowest rows see the ground
     Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(tmp_path / "rgb.png")
     np.save(tmp_path / "distance.npy", distance)
-    pipeline = build_pipeline(compose(["predictor=synthetic", "projection.face_size=32", "refinement.height=64",
+    pipeline = build_pipeline(compose(["predictor=synthetic", "projection.face_size=32",
                                        "paths.output_dir=/tmp/unused", *COMBINED]))
     result = pipeline.run(load_panorama(tmp_path / "rgb.png"), str(tmp_path / "rgb.png"))
     d = result.distance

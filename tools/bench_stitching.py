@@ -56,8 +56,12 @@ MODELS = {
 METHODS = {
     "naive per-face median": (["alignment=median", "refinement=none"], None),
     "affine": (["alignment=affine", "refinement=none"], None),
+    "affine + 2 rotations": (["alignment=affine", "refinement=none", "projection.rotations=2"], None),
     "grid": (["alignment=grid", "refinement=none"], None),
     "affine + refinement": (["alignment=affine", "refinement=gradient"], None),
+    "affine + refinement + 2 rotations": (["alignment=affine", "refinement=gradient", "projection.rotations=2"], None),
+    "affine + log_merge": (["alignment=affine", "refinement=log_merge"], None),
+    "affine + log_merge + 2 rotations": (["alignment=affine", "refinement=log_merge", "projection.rotations=2"], None),
     "grid + refinement": (["alignment=grid", "refinement=gradient"], None),
     "grid + refinement + 2 rotations": (["alignment=grid", "refinement=gradient", "projection.rotations=2"], None),
     "curve": (["alignment=curve", "refinement=none"], None),
@@ -94,8 +98,10 @@ def score(pred: np.ndarray, gt: np.ndarray) -> dict:
 def run_cell(folder: Path, gt: np.ndarray, seed: int, model: list[str], method: tuple, args) -> dict:
     overrides, oracle = method
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
+        refined = any(o.startswith("refinement=") and o != "refinement=none" for o in overrides)
+        refine = [f"refinement.height={args.height}"] if refined else []
         cfg = compose("config", overrides=[
-            "predictor=synthetic", f"projection.face_size={args.face_size}", f"refinement.height={args.height}",
+            "predictor=synthetic", f"projection.face_size={args.face_size}", *refine,
             f"predictor.corruption.seed={seed}", "paths.output_dir=/tmp/unused", *model, *overrides, *args.set])
     pipeline = build_pipeline(cfg)
     if oracle is not None:
