@@ -94,6 +94,8 @@ class RuntimeOptions:
 
     device: str = "auto"
     precision: str = opt("fp32", choices=("fp32", "fp16", "bf16"))
+    #: torch.compile the networks (the predictors read it as their ``compile``)
+    compile: bool = False
     num_threads: int | None = opt(None, ge=1)
     prefetch: int = opt(1, ge=0)
     #: the executor, a ``_target_`` node (checked as a stage)

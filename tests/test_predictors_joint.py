@@ -169,7 +169,7 @@ def config_dir(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("pre_checkpoints")
     (root / "config.yaml").write_text(
         "defaults:\n  - predictor: joint\n  - _self_\n"
-        f"runtime: {{device: cpu, precision: fp32}}\npaths: {{checkpoint_dir: {ckpt}}}\n"
+        f"runtime: {{device: cpu, precision: fp32, compile: false}}\npaths: {{checkpoint_dir: {ckpt}}}\n"
     )
     return root
 

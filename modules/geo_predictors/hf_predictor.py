@@ -5,7 +5,7 @@ resolution, state-dict conversion, precision, batching); the families themselves
 
 One model is built once per predictor (in ``__init__``), put on its device and kept there. ``predict`` takes all
 faces at once ([B, 3, h, w] float RGB in [0, 1], any device), runs them through the network in chunks of
-``batch_size`` under ``torch.inference_mode`` (and autocast for fp16/bf16), and returns disparity [B, h, w] float32
+``batch_size`` under ``torch.inference_mode`` (weights and input in the run's dtype: fp32/fp16/bf16), and returns disparity [B, h, w] float32
 on the images' device, resized back to the face size: relative for MiDaS / Depth Anything V2 / Depth Pro's canonical
 inverse depth, ``1 / metres`` for the Depth Anything V2 metric variants. Metric predictors (``is_metric``) also give
 metric depth through ``predict_metric_depth`` (Depth Pro from the focal length of the cameras passed in).
@@ -22,7 +22,6 @@ seeded by ``random_seed`` and recorded in ``describe()``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -123,9 +122,12 @@ class HFDepthPredictor(DepthPredictor):
         weights: ``None`` (the variant's default), a Hugging Face id, a model directory or a state-dict file.
         checkpoint_dir: the ``pre_checkpoints/`` directory searched for weights and used for downloads.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps``.
-        precision: ``fp32`` | ``fp16`` | ``bf16``; reduced precision runs under autocast on GPUs (bf16 also on CPU;
+        precision: ``fp32`` | ``fp16`` | ``bf16``; the weights are loaded in it (``from_pretrained(dtype=...)``) and
+            the network input cast to it (bf16 also on CPU;
             fp16 on CPU falls back to fp32 with a warning).
-        batch_size: faces per forward pass.
+        batch_size: faces per forward pass, or ``auto``: on a GPU the most that fit in 80 % of its free memory (one
+            image is probed for its peak memory, at most 64), on the CPU 4.
+        compile: ``torch.compile`` the network (first batches slower while it compiles; GPU runs of many panoramas).
         allow_download: fetch missing weights from the Hugging Face Hub when online.
         allow_random_weights: build a random model when no weights are found (benchmarks and tests only).
         random_seed: seed of that random initialisation.
@@ -155,7 +157,7 @@ class HFDepthPredictor(DepthPredictor):
         checkpoint_dir: str = "pre_checkpoints",
         device: str = "auto",
         precision: str = "fp32",
-        batch_size: int = 4,
+        batch_size: int | str = 4,
         allow_download: bool = True,
         allow_random_weights: bool = False,
         random_seed: int = 0,
@@ -164,6 +166,7 @@ class HFDepthPredictor(DepthPredictor):
         antialias: bool = True,
         metric_view_fov_deg: float | None = None,
         metric_view_size: int | None = None,
+        compile: bool = False,
     ) -> None:
         if variant not in self.variants:
             raise PredictorConfigError(
@@ -171,13 +174,15 @@ class HFDepthPredictor(DepthPredictor):
             )
         if precision not in PRECISIONS:
             raise PredictorConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        if int(batch_size) < 1:
-            raise PredictorConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
+            raise PredictorConfigError(f"batch_size must be >= 1 or auto, got {batch_size!r}")
         if input_size is not None and int(input_size) < 1:
             raise PredictorConfigError(f"input_size must be positive, got {input_size}")
         self.variant_name = variant
         self.variant = self.variants[variant]
-        self.batch_size = int(batch_size)
+        self.batch_size: int | str = batch_size if batch_size == "auto" else int(batch_size)
+        self._auto_batch: dict[tuple[int, int], int] = {}
+        self.compile = bool(compile)
         self.precision = precision
         self.allow_random_weights = bool(allow_random_weights)
         self.random_seed = int(random_seed)
@@ -214,7 +219,11 @@ class HFDepthPredictor(DepthPredictor):
         )
         model = self._load_model(self.resolved_weights)
         model.eval().requires_grad_(False)
-        self.model = model.to(self._device)
+        # weights in the run's dtype (no fp32 copy plus autocast): half the memory and no casts per layer
+        self.model = model.to(self._device, self.dtype)
+        if self._device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # the DPT head's convolutions: fixed shapes per batch size
+        self._network = torch.compile(self.model) if self.compile else self.model
 
     # ------------------------------------------------------------------ family hooks
     #: transformers class names of the family (config and model), e.g. "DPTConfig", "DPTForDepthEstimation"
@@ -273,9 +282,9 @@ class HFDepthPredictor(DepthPredictor):
             )
 
     def _from_pretrained(self, where: str, source: Any, **kwargs: Any) -> tuple[torch.nn.Module, Mapping[str, Any]]:
-        """``from_pretrained`` in fp32 with its loading report; shape mismatches become a clear error."""
+        """``from_pretrained`` in the run's dtype with its loading report; shape mismatches become a clear error."""
         try:
-            return self._model_class().from_pretrained(source, dtype=torch.float32, output_loading_info=True, **kwargs)
+            return self._model_class().from_pretrained(source, dtype=self.dtype, output_loading_info=True, **kwargs)
         except RuntimeError as err:
             if "mismatched" not in str(err):
                 raise
@@ -358,10 +367,45 @@ class HFDepthPredictor(DepthPredictor):
     def effective_precision(self) -> str:
         return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self._autocast_dtype]
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self._autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self._device.type, dtype=self._autocast_dtype)
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights and the network input (the effective precision)."""
+        return self._autocast_dtype or torch.float32
+
+    def attention(self) -> dict[str, str]:
+        """The attention implementation of each part of the model that has one (transformers picks SDPA where the
+        architecture has it: the BEiT and DINOv2 backbones; Swin V2 has only eager attention)."""
+        out = {}
+        for name, module in [("model", self.model), *self.model.named_children()]:
+            impl = getattr(getattr(module, "config", None), "_attn_implementation", None)
+            if impl and (name == "model" or getattr(module, "config", None) is not self.model.config):
+                out[name] = impl
+        return out
+
+    def batch_size_for(self, net_hw: tuple[int, int]) -> int:
+        """Faces per forward pass at network input ``net_hw`` (``batch_size: auto`` resolved once per size)."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        if net_hw not in self._auto_batch:
+            self._auto_batch[net_hw] = self._probe_batch_size(net_hw)
+        return self._auto_batch[net_hw]
+
+    def _probe_batch_size(self, net_hw: tuple[int, int], cpu_batch: int = 4, cap: int = 64) -> int:
+        """CUDA: the peak memory of one image through the network, measured, against 80 % of the free memory."""
+        if self._device.type != "cuda":
+            return cpu_batch
+        torch.cuda.synchronize(self._device)
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(self._device)
+        base = torch.cuda.memory_allocated(self._device)
+        torch.cuda.reset_peak_memory_stats(self._device)
+        with torch.inference_mode():
+            self.model(pixel_values=torch.zeros(1, 3, *net_hw, device=self._device, dtype=self.dtype))
+        per_image = max(torch.cuda.max_memory_allocated(self._device) - base, 1)
+        batch = int(max(1, min(cap, 0.8 * free // per_image)))
+        log.info("%s: batch_size auto -> %d (%.0f MB per image, %.1f GB free)", self.family, batch,
+                 per_image / 2**20, free / 2**30)
+        return batch
 
     def network_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """Network input (H, W) for images of ``image_hw`` under this variant's resize rule."""
@@ -390,12 +434,12 @@ class HFDepthPredictor(DepthPredictor):
         net_hw = self.network_size((height, width))
         v = self.variant
         chunks = []
+        step = self.batch_size_for(net_hw)
         with torch.inference_mode():
-            for start in range(0, batch, self.batch_size):
-                chunk = images[start : start + self.batch_size].to(self._device, torch.float32, non_blocking=True)
+            for start in range(0, batch, step):
+                chunk = images[start : start + step].to(self._device, torch.float32, non_blocking=True)
                 x = prepare_network_input(chunk, net_hw, v.mean, v.std, self.input_interpolation, self.antialias)
-                with self._autocast():
-                    pred = self.model(pixel_values=x).predicted_depth
+                pred = self._network(pixel_values=x.to(self.dtype)).predicted_depth
                 pred = resize_prediction(
                     pred.float(), (height, width), self.output_interpolation, self.output_align_corners
                 )
@@ -476,6 +520,8 @@ class HFDepthPredictor(DepthPredictor):
             "precision": self.precision,
             "precision_effective": self.effective_precision,
             "batch_size": self.batch_size,
+            "compile": self.compile,
+            "attention": self.attention(),
             "random_weights": self.resolved_weights.source == "random",
             "metric": v.is_metric,
         }
