@@ -37,11 +37,11 @@ def problems_of(compose_cfg, overrides):
     ("runtime.device=gpu", "runtime.device = 'gpu'", "allowed: auto, cpu, cuda, cuda:<index>, mps"),
     ("runtime.precision=fp8", "runtime.precision = 'fp8'", "allowed: fp32, fp16, bf16"),
     ("projection.level=3", "projection.level = 3", "allowed: 0, 1, 2"),
-    ("refinement.tol=5", "refinement", "refinement.tol must be in (0, 1)"),  # the stage's own check, collected
+    ("refinement=gradient refinement.tol=5", "refinement", "refinement.tol must be in (0, 1)"),  # the stage's own check, collected
     ("scale.floor.max_tilt_deg=x", "scale.floor.max_tilt_deg = 'x'", "must be a number"),
 ])
 def test_each_bad_value_is_named_with_what_is_allowed(compose_cfg, override, key, allowed):
-    problems = problems_of(compose_cfg, [override])
+    problems = problems_of(compose_cfg, override.split())
     assert len(problems) == 1 and problems[0].startswith(key) and allowed in problems[0], problems
 
 
