@@ -181,3 +181,12 @@ def test_grayscale_and_rgba_conversions_are_recorded_in_meta(tmp_path):
     assert gray["conversions"] == ["grayscale replicated to RGB"]
     assert alpha["conversions"] == ["alpha channel dropped (not composited)"]
     assert gray["size_guard"]["downscaled"] is False
+
+
+def test_bad_guard_setting_stops_a_folder_before_any_panorama(tmp_path):
+    folder = tmp_path / "tour"
+    write_scene(folder / "room", seed=2, height=32)
+    out = tmp_path / "run"
+    proc = run_cli([f"dataset.image_path={folder}", f"hydra.run.dir={out}", "dataset.max_height=10", *FAST], tmp_path)
+    assert proc.returncode == 2 and "dataset.max_height=10" in proc.stdout + proc.stderr
+    assert not (out / "summary.json").exists() and not (out / "room-rgb").exists()

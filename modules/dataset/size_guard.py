@@ -48,7 +48,7 @@ from omegaconf import DictConfig
 
 from .io import InputError, read_image_size
 
-__all__ = ["MemoryModel", "MODELS", "SizeDecision", "SizeError", "check_size", "estimate_peak_gb",
+__all__ = ["MemoryModel", "MODELS", "SizeDecision", "SizeError", "check_size", "check_settings", "estimate_peak_gb",
            "memory_budget_gb", "machine_memory_gb", "fitting_height", "model_for"]
 
 #: the budget, as a fraction of the machine's memory, when ``dataset.max_memory_gb`` is null
@@ -201,6 +201,13 @@ def _max_height(cfg: DictConfig) -> int | None:
         raise UserError(f"dataset.max_height={value!r} must be null or a whole number of pixels >= "
                         f"dataset.min_height ({cfg.dataset.get('min_height')})")
     return int(value)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Raise a UserError naming ``dataset.max_memory_gb`` / ``dataset.max_height`` when either is unusable (for the
+    config validation and the runners, before any input is read)."""
+    memory_budget_gb(cfg)
+    _max_height(cfg)
 
 
 def check_size(cfg: DictConfig, path: str | os.PathLike, mode: str | None = None,

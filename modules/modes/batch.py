@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ..dataset.listing import InputListing, list_inputs, output_names
-from ..dataset.size_guard import SizeError, check_size
+from ..dataset.size_guard import SizeError, check_settings, check_size
 from ..device import configure_runtime
 from ..errors import UserError
 from ..export.depth_files import write_json
@@ -192,6 +192,7 @@ def _committed_during_run(task: PanoramaTask, since: float) -> bool:
 def run(cfg: DictConfig) -> int:
     """Process every panorama ``dataset.image_path`` names; returns the exit code (see module docstring)."""
     configure_runtime(cfg)
+    check_settings(cfg)  # a bad dataset.max_memory_gb / max_height stops the job here (exit 2), not per panorama
     b = cfg.batch
     executor = build_executor(cfg.runtime)
     run_dir = Path(str(cfg.paths.output_dir)).absolute()

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import to_container
 from ..dataset.io import load_panorama
-from ..dataset.size_guard import check_size
+from ..dataset.size_guard import check_settings, check_size
 from ..device import configure_runtime
 from ..errors import UserError
 from ..evaluation.dataset import list_eval_pairs
@@ -44,6 +44,7 @@ def run(cfg: DictConfig) -> int:
     e = cfg.mode
     if e.dataset is None:
         raise UserError("mode=eval needs mode.dataset=<folder or list file>")
+    check_settings(cfg)
     naming = OmegaConf.to_container(e.naming, resolve=True)
     pairs = list_eval_pairs(e.dataset, **naming)
     predictor = predictor_from_config(cfg.predictor, cfg.scale.method)  # loaded once for the whole dataset
