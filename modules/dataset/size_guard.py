@@ -22,19 +22,23 @@ Pillow's decompression-bomb limit (a warning above 89 Mpx, an error above 179 Mp
 
 Calibration (how the coefficients were measured; update them here when a stage's memory changes)
 ---------------------------------------------------------------------------------------------
-``peak_gb = base_gb + bytes_per_pixel * H * W / 1e9 + bytes_per_face_pixel * F * S^2 / 1e9`` with H x W the
-processed panorama, F the tangent faces (icosahedron level 0: 20, cubemap: 6, times ``projection.rotations``) and S
-``projection.face_size``. Measured with ``python tools/bench_memory.py --fit --mode <mode> --heights ...``: max RSS
-(``/usr/bin/time -v``) of ``core_exp_runner.py mode=<mode> predictor=synthetic`` in a fresh process, default config
-otherwise, on the 2-core CPU VM (torch 2.13 CPU); ``bytes_per_pixel`` is the least-squares slope over the sizes,
-``base_gb`` the intercept minus the face term at S = 512 (F S^2 = 5.2 M); ``bytes_per_face_pixel`` from face_size
-256 / 512 / 768 at 1024x512 (1.29 / 1.61 / 2.22 GB: 81-89 bytes per face pixel). The measurements are in README.md ("Memory and large panoramas"). The synthetic predictor stands in for
-a network: a real network adds its weights and activations to the fixed part (MiDaS BEiT-L 512 + Depth Anything
-V2-L: about 2.5 GB more, weights only) but nothing per panorama pixel, and holds a float32 ground-truth map
-(4 bytes/pixel) a network does not; on CUDA most of the per-pixel memory is on the GPU instead of in RSS.
-The model is linear in the pixel count; over the measured sizes its error is within 0.25 GB (predict: 512x256 to
-4096x2048), 0.22 GB (render_dense), 0.06 GB (equirect). To recalibrate after a stage's memory changed (e.g. stages
-running at the resolution they need), rerun the benchmark at three or more sizes and replace the numbers below.
+``peak_gb = base_gb + bytes_per_pixel * H * W / 1e9 + bytes_per_face_pixel * F * S^2 / 1e9
++ bytes_per_blend_pixel * Hb * Wb / 1e9`` with H x W the processed panorama, F the tangent faces (icosahedron level
+0: 20, cubemap: 6, times ``projection.rotations``), S ``projection.face_size``, and Hb x Wb the panorama at the
+height the faces are blended at (``fusion.blender.max_height``: min(H, 1024) by default). Measured with
+``python tools/bench_memory.py --mode <mode> --heights ...``: max RSS (``/usr/bin/time -v``) of
+``core_exp_runner.py mode=<mode> predictor=synthetic`` in a fresh process, default config otherwise, on the 2-core
+CPU VM (torch 2.13 CPU); the coefficients are the least-squares fit over the sizes (``base_gb`` net of the face term
+at S = 512, F S^2 = 5.2 M); ``bytes_per_face_pixel`` from face_size 256 / 512 / 768 at 1024x512 (1.29 / 1.61 /
+2.22 GB: 81-89 bytes per face pixel). The measurements are in README.md ("Memory and large panoramas") and beside
+each model. The synthetic predictor stands in for a network: a real network adds its weights and activations to
+the fixed part (MiDaS BEiT-L 512 + Depth Anything V2-L: about 2.5 GB more, weights only) but nothing per panorama
+pixel, and holds a float32 ground-truth map (4 bytes/pixel) a network does not; on CUDA most of the per-pixel
+memory is on the GPU instead of in RSS. Over the measured sizes the predict model is within 0.15 GB (512x256 to
+8192x4096). The peak is the largest of several stages, so the linear model is a fit, not a law: after a stage's
+memory changes (e.g. stages running at the resolution they need, #16), rerun the benchmark at four or more sizes
+on both sides of ``fusion.blender.max_height`` and replace the numbers below (render_dense and voxel are predict's
+model plus their excess, measured before the blending cap).
 """
 
 from __future__ import annotations
@@ -55,28 +59,40 @@ __all__ = ["MemoryModel", "MODELS", "SizeDecision", "SizeError", "check_size", "
 AUTO_BUDGET_FRACTION = 0.75
 #: a suggested max_height is rounded down to a multiple of this
 HEIGHT_STEP = 64
+#: the suggested max_height fits this share of the budget: the rest covers the model's error (README: within 0.15 GB
+#: of every measurement; 5 % of an 8 GB budget is 0.4 GB)
+SUGGESTION_SHARE = 0.95
 
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """Peak memory of one run of a mode: ``base_gb + bytes_per_pixel * H * W + bytes_per_face_pixel * F * S^2``."""
+    """Peak memory of one run of a mode: ``base_gb + bytes_per_pixel * H * W + bytes_per_face_pixel * F * S^2
+    + bytes_per_blend_pixel * Hb * Wb`` with Hb = min(H, ``fusion.blender.max_height``) the height the faces are
+    blended at (Wb = W Hb / H)."""
 
     base_gb: float
     bytes_per_pixel: float
     bytes_per_face_pixel: float = 0.0
+    bytes_per_blend_pixel: float = 0.0
 
 
 #: per mode (and eval's pipelines); calibration in the module docstring, measurements in README.md
 MODELS: dict[str, MemoryModel] = {
-    # 512x256 .. 4096x2048: 1.17 1.61 2.23 2.70 3.86 6.27 GB; face_size 256 / 512 / 768 at 1024x512: 1.29 1.61 2.22
-    "predict": MemoryModel(base_gb=0.89, bytes_per_pixel=596.0, bytes_per_face_pixel=85.0),
-    # no tangent faces; the synthetic predictor renders the whole padded panorama (a network resizes it)
+    # blending capped at fusion.blender.max_height=1024 (#16): 2048x1024 / 2896x1448 / 4096x2048 / 8192x4096:
+    # 2.77 2.92 3.56 6.51 GB; before the cap (blend at full size) 512x256 / 1024x512 / 1536x768: 1.17 1.61 2.23;
+    # face_size 256 / 512 / 768 at 1024x512: 1.29 1.61 2.22
+    "predict": MemoryModel(base_gb=0.72, bytes_per_pixel=118.0, bytes_per_face_pixel=85.0, bytes_per_blend_pixel=650.0),
+    # no tangent faces; the synthetic predictor renders the whole padded panorama (a network resizes it):
+    # 1024x512 / 2048x1024 / 2896x1448: 0.42 0.77 1.03 GB
     "equirect": MemoryModel(base_gb=0.37, bytes_per_pixel=164.0),
-    # the predict pipeline, then a mesh of one vertex per pixel and its files (export.dense defaults);
-    # 512x256 / 1024x512 / 2048x1024 / 2896x1448: 1.03 1.74 3.23 6.05 GB
-    "render_dense": MemoryModel(base_gb=0.48, bytes_per_pixel=1200.0, bytes_per_face_pixel=85.0),
-    # the predict pipeline, then the points of every mode.stride-th pixel and the grid
-    "voxel": MemoryModel(base_gb=0.95, bytes_per_pixel=646.0, bytes_per_face_pixel=85.0),
+    # the predict pipeline, then a mesh of one vertex per pixel and its files (export.dense defaults): predict's
+    # model + 604 bytes/pixel, its excess over predict measured before the blending cap (512x256 / 1024x512 /
+    # 2048x1024 / 2896x1448: 1.03 1.74 3.23 6.05 GB, 1200 bytes/pixel in all)
+    "render_dense": MemoryModel(base_gb=0.72, bytes_per_pixel=722.0, bytes_per_face_pixel=85.0,
+                                bytes_per_blend_pixel=650.0),
+    # the predict pipeline, then the points of every mode.stride-th pixel and the grid: predict's + 50 bytes/pixel
+    # (1024x512 / 2896x1448: 1.73 4.10 GB before the cap)
+    "voxel": MemoryModel(base_gb=0.72, bytes_per_pixel=168.0, bytes_per_face_pixel=85.0, bytes_per_blend_pixel=650.0),
     # a photo, not measured: no faces (equirect's fixed part), render_dense's per-pixel mesh and files
     "single_view": MemoryModel(base_gb=0.37, bytes_per_pixel=1200.0),
 }
@@ -136,10 +152,21 @@ def _face_pixels(cfg: DictConfig) -> int:
     return faces * rotations * size * size
 
 
+def _blend_pixels(cfg: DictConfig, height: int, width: int) -> float:
+    """Hb * Wb: the panorama's pixels at the height the blender works at (``fusion.blender.max_height``)."""
+    fusion = cfg.get("fusion")
+    blender = fusion.get("blender") if fusion is not None else None
+    cap = blender.get("max_height") if blender is not None else None
+    if cap is None or height <= int(cap) or height <= 0:
+        return float(height * width)
+    return float(int(cap)) * width * int(cap) / height
+
+
 def estimate_peak_gb(cfg: DictConfig, height: int, width: int, mode: str | None = None) -> float:
     """Estimated peak memory in GB (1e9 bytes) of running ``mode`` on an ``height`` x ``width`` image."""
     m = model_for(cfg, mode)
-    return m.base_gb + (m.bytes_per_pixel * height * width + m.bytes_per_face_pixel * _face_pixels(cfg)) / 1e9
+    return m.base_gb + (m.bytes_per_pixel * height * width + m.bytes_per_face_pixel * _face_pixels(cfg)
+                        + m.bytes_per_blend_pixel * _blend_pixels(cfg, height, width)) / 1e9
 
 
 def _cgroup_limit_bytes() -> int | None:
@@ -182,13 +209,17 @@ def memory_budget_gb(cfg: DictConfig) -> float:
 
 def fitting_height(cfg: DictConfig, budget_gb: float, aspect: float = 2.0, mode: str | None = None) -> int:
     """The largest height (a multiple of :data:`HEIGHT_STEP`, W = aspect x H) whose estimate fits ``budget_gb``;
-    0 when not even the fixed part fits."""
-    m = model_for(cfg, mode)
-    room = budget_gb - estimate_peak_gb(cfg, 0, 0, mode)
-    if room <= 0 or m.bytes_per_pixel <= 0:
-        return 0
-    h = math.sqrt(room * 1e9 / (m.bytes_per_pixel * aspect))
-    return int(h // HEIGHT_STEP * HEIGHT_STEP)
+    0 when not even the smallest does (the estimate grows with the height: a binary search)."""
+
+    def fits(steps: int) -> bool:
+        h = steps * HEIGHT_STEP
+        return estimate_peak_gb(cfg, h, round(aspect * h), mode) <= budget_gb
+
+    lo, hi = 0, 1 << 12  # up to 262144 rows
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo * HEIGHT_STEP
 
 
 def _max_height(cfg: DictConfig) -> int | None:
@@ -233,7 +264,7 @@ def check_size(cfg: DictConfig, path: str | os.PathLike, mode: str | None = None
     if estimate <= budget:
         return decision
     mode_name = mode or str(cfg.mode.name)
-    fit = fitting_height(cfg, budget, width / height if height else 2.0, mode)
+    fit = fitting_height(cfg, SUGGESTION_SHARE * budget, width / height if height else 2.0, mode)
     what = f"is {width}x{height} pixels" + (f" (processed at height {target}: dataset.max_height)"
                                              if target < height else "")
     if fit >= int(cfg.dataset.get("min_height", 32)):
