@@ -211,6 +211,8 @@ def _target_rules() -> list[tuple[type | Callable, str, Callable[[Any], Rule | N
         (HFDepthPredictor, "precision", lambda _: Rule(choices=tuple(PRECISIONS))),
         (HFDepthPredictor, "batch_size", lambda _: Rule(ge=1)),
         (HFDepthPredictor, "input_size", lambda _: Rule(ge=8)),
+        (HFDepthPredictor, "metric_view_fov_deg", lambda _: Rule(gt=0, lt=170)),
+        (HFDepthPredictor, "metric_view_size", lambda _: Rule(ge=8)),
         (Scale, "method", lambda _: Rule(choices=SCALE_METHODS)),
         (Scale, "camera_height", lambda _: Rule(gt=0, note="metres from the camera down to the floor")),
         (Scale, "factor", lambda _: Rule(gt=0)),
@@ -230,6 +232,46 @@ _FLOOR_RULES = {
     "num_hypotheses": Rule(ge=1), "max_points": Rule(ge=3), "min_inlier_fraction": Rule(ge=0, le=1),
     "support_band": Rule(ge=1), "saturation": Rule(gt=0, le=1), "min_valid_fraction": Rule(ge=0, le=1),
 }
+
+
+def _export_rules() -> dict[str, Rule]:
+    from .export.mesh_files import MESH_FORMATS
+
+    return {
+        "export.pointcloud.stride": Rule(ge=1), "export.dense.mesh.stride": Rule(ge=1),
+        "export.dense.mesh.max_edge_stretch": Rule(gt=1), "export.dense.mesh.decimate_faces": Rule(ge=4),
+        "export.dense.files.formats": Rule(choices=MESH_FORMATS), "export.dense.files.verify": Rule(choices=MESH_FORMATS),
+        "export.dense.splats.formats": Rule(choices=("ply", "splat")), "export.dense.splats.sh_degree": Rule(ge=0, le=3),
+        "export.dense.splats.stride": Rule(ge=1), "export.dense.point_cloud.stride": Rule(ge=1),
+        "export.dense.sky_dome": Rule(gt=1),
+    }
+
+
+def _preprocess_problems(problems: _Problems, cfg: DictConfig) -> set[str]:
+    """preprocess.config.<step>.<key> against the step's constructor (modules/geo_predictors/enhance.py)."""
+    from .geo_predictors.enhance import STEP_TYPES
+
+    config = OmegaConf.select(cfg, "preprocess.config", default=None)
+    bad: set[str] = set()
+    if not isinstance(config, DictConfig):
+        return bad
+    for step, cls in STEP_TYPES.items():
+        node = config.get(step)
+        if not isinstance(node, DictConfig):
+            continue
+        params, hints, _ = _hints(cls)
+        for key in node.keys():
+            path = f"preprocess.config.{step}.{key}"
+            if key == "enabled":
+                ok = _check_value(problems, path, _value(node, key), bool, None)
+            elif key not in params:
+                problems.add(path, _MISSING, f"unknown key; known: enabled, {', '.join(sorted(params))}")
+                ok = False
+            else:
+                ok = _check_value(problems, path, _value(node, key), hints.get(key), None)
+            if not ok:
+                bad.add("preprocess")
+    return bad
 
 
 def _locate(name: str) -> Any:
@@ -269,11 +311,16 @@ def _check_target(problems: _Problems, where: str, node: DictConfig) -> bool:
             continue
         if isinstance(child, DictConfig) and "_target_" in child:
             continue  # a nested stage: checked on its own
+        if OmegaConf.is_interpolation(node, key):
+            continue  # checked where its value is set
         value = _value(node, key)
         rule = next((make(node) for _, k, make in rules if k == key), None)
         if key == "variant" and isinstance(variants, Mapping):
             rule = Rule(choices=tuple(sorted(variants)))
         ok &= _check_value(problems, path, value, hints.get(key), rule)
+        option_cls = _option_class(hints.get(key))
+        if option_cls is not None and isinstance(value, dict) and key not in subs:
+            subs[key] = option_cls
         if key in subs and isinstance(value, dict):
             sub_params, sub_hints, _ = _hints(subs[key])
             for k, v in value.items():
@@ -282,8 +329,19 @@ def _check_target(problems: _Problems, where: str, node: DictConfig) -> bool:
                                  f"{', '.join(sorted(p for p, q in sub_params.items() if q.default is not q.empty))}")
                     ok = False
                 else:
-                    ok &= _check_value(problems, f"{path}.{k}", v, sub_hints.get(k), _FLOOR_RULES.get(k))
+                    ok &= _check_value(problems, f"{path}.{k}", v, sub_hints.get(k),
+                                       _FLOOR_RULES.get(k) if key in ("floor", "network") else None)
     return ok
+
+
+def _option_class(hint: Any) -> type | None:
+    """The options class of a parameter typed ``SomeConfig | dict | None`` (its keys are that class's arguments)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for a in args:
+        if isinstance(a, type) and a.__module__.startswith("modules.") and (
+                dataclasses.is_dataclass(a) or "__init__" in vars(a)):
+            return a
+    return None
 
 
 def _target_nodes(node: Any, where: str):
@@ -307,10 +365,22 @@ _BUILT_FOR_CHECK = ("projection", "preprocess", "alignment", "fusion.blender", "
 def _build_problems(problems: _Problems, cfg: DictConfig, bad: set[str]) -> None:
     from hydra.utils import instantiate
 
+    bad_keys = {line.split(" = ")[0].split(":")[0] for line in problems}
+
+    def takes_a_bad_value(node: DictConfig) -> bool:
+        for k in node.keys():
+            if OmegaConf.is_interpolation(node, k):
+                raw = str(node._get_node(k)._value())
+                if raw.startswith("${") and raw[2:-1] in bad_keys:
+                    return True
+            elif isinstance(node._get_node(k), DictConfig) and takes_a_bad_value(node[k]):
+                return True
+        return False
+
     for key in _BUILT_FOR_CHECK:
         node = OmegaConf.select(cfg, key, default=None)
         if not isinstance(node, DictConfig) or "_target_" not in node or any(
-                b == key or b.startswith(key + ".") for b in bad):
+                b == key or b.startswith(key + ".") for b in bad) or takes_a_bad_value(node):
             continue
         try:
             instantiate(node, _convert_="all")
@@ -337,7 +407,30 @@ def _cross_problems(problems: _Problems, cfg: DictConfig) -> bool:
             problems.add("scale.method", method, "needs scale.camera_height (metres from the camera to the floor)")
         if method == "factor" and factor is None:
             problems.add("scale.method", method, "needs scale.factor")
+        if method == "network" and not _has_metric_predictor(cfg):
+            problems.add("scale.method", method, "needs a metric predictor: predictor=depth_pro, predictor=joint_metric, "
+                         "predictor=depth_anything_v2 with a metric_* variant, or predictor=synthetic with "
+                         "predictor.metric={...}")
     return len(problems) > before
+
+
+def _has_metric_predictor(cfg: DictConfig) -> bool:
+    """Whether the predictor config holds a metric network (or the synthetic predictor's metric mode)."""
+    for where, node in _target_nodes(cfg.get("predictor"), "predictor"):
+        try:
+            cls = _locate(str(_value(node, "_target_")))
+        except Exception:
+            return True  # reported elsewhere; do not guess
+        variants = getattr(cls, "variants", None)
+        variant = _value(node, "variant")
+        if isinstance(variants, Mapping) and variant in variants and variants[variant].is_metric:
+            return True
+        if "metric" in node and node.get("metric") is not None and not isinstance(node.get("metric"), DictConfig):
+            return True  # a metric mode given as a value
+        if isinstance(node.get("metric"), DictConfig) and len(node.metric):
+            if "_target_" not in node.metric:
+                return True  # the synthetic predictor's metric options
+    return False
 
 
 def _local_problems(problems: _Problems, cfg: DictConfig) -> None:
@@ -360,9 +453,15 @@ def _device_problem(problems: _Problems, key: str, value: Any) -> None:
     from .device import resolve_device
 
     try:
-        resolve_device(value)
+        device = resolve_device(value)
     except RuntimeError as exc:
         problems.add(key, value, f"{exc}; use runtime.device=auto or cpu")
+        return
+    import torch
+
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        problems.add(key, value, f"this machine has {torch.cuda.device_count()} CUDA device(s); allowed: cuda:0 .. "
+                                 f"cuda:{torch.cuda.device_count() - 1}, cuda, auto, cpu")
 
 
 def _device_problems(problems: _Problems, cfg: DictConfig) -> None:
@@ -520,6 +619,10 @@ def config_problems(cfg: DictConfig, weights: bool = True) -> list[str]:
                              ("point_cloud", PointCloudOptions), ("previews", PreviewOptions)):
                 if isinstance(dense.get(key), DictConfig):
                     _check_dataclass(problems, f"export.dense.{key}", dense[key], cls)
+            for path, rule in _export_rules().items():
+                node = OmegaConf.select(cfg, path.rsplit(".", 1)[0], default=None)
+                if isinstance(node, DictConfig) and path.rsplit(".", 1)[1] in node:
+                    _check_value(problems, path, _value(node, path.rsplit(".", 1)[1]), None, rule)
     bad: set[str] = set()
     for where, node in _target_nodes(cfg, ""):
         if where.startswith("hydra"):
@@ -527,6 +630,7 @@ def config_problems(cfg: DictConfig, weights: bool = True) -> list[str]:
         if not _check_target(problems, where, node):
             bad.add(where)
     _local_problems(problems, cfg)
+    bad |= _preprocess_problems(problems, cfg)
     if _cross_problems(problems, cfg):
         bad.add("scale")
     _device_problems(problems, cfg)

@@ -39,6 +39,13 @@ def problems_of(compose_cfg, overrides):
     ("projection.level=3", "projection.level = 3", "allowed: 0, 1, 2"),
     ("refinement=gradient refinement.tol=5", "refinement", "refinement.tol must be in (0, 1)"),  # the stage's own check, collected
     ("scale.floor.max_tilt_deg=x", "scale.floor.max_tilt_deg = 'x'", "must be a number"),
+    ("preprocess.config.gaussian_blur.sigma=abc", "preprocess.config.gaussian_blur.sigma = 'abc'", "must be a number"),
+    ("predictor.corruption.scale_range=[a,b]", "predictor.corruption.scale_range = ['a', 'b']", "must be a list"),
+    ("export.dense.files.formats=[stl]", "export.dense.files.formats = ['stl']", "allowed: ply, obj, glb, fbx"),
+    ("scale.method=network", "scale.method = 'network'", "needs a metric predictor"),
+    ("mode=eval mode.gt_format=png", "mode.gt_format = 'png'", "allowed: stanford2d3d, matterport3d"),
+    # a key other stages take by interpolation is reported once, where it is set
+    ("alignment=curve fusion.blender.weight_power=x", "fusion.blender.weight_power = 'x'", "must be a number"),
 ])
 def test_each_bad_value_is_named_with_what_is_allowed(compose_cfg, override, key, allowed):
     problems = problems_of(compose_cfg, override.split())
