@@ -146,8 +146,9 @@ def compose(overrides: Mapping[str, Any] | Iterable[str] | None = None, output_d
 # ------------------------------------------------------------------------------------------------ images
 
 
-def to_panorama(image: Any, min_height: int = 32) -> tuple[torch.Tensor, str | None]:
-    """A path, numpy array or torch tensor -> ([3, H, W] float32 RGB in [0, 1], the path or None).
+def to_panorama(image: Any, min_height: int = 32, max_height: int | None = None) -> tuple[torch.Tensor, str | None]:
+    """A path, numpy array or torch tensor -> ([3, H, W] float32 RGB in [0, 1], the path or None); a file taller
+    than ``max_height`` is downscaled to it while decoding.
 
     Raises:
         UserError: unreadable file, wrong shape or dtype, values outside [0, 1], not W = 2 H, too small.
@@ -156,7 +157,7 @@ def to_panorama(image: Any, min_height: int = 32) -> tuple[torch.Tensor, str | N
 
     if isinstance(image, (str, os.PathLike)):
         path = str(Path(image).absolute())
-        return load_panorama(path, min_height=min_height), path
+        return load_panorama(path, min_height=min_height, max_height=max_height), path
     if isinstance(image, np.ndarray):
         t = torch.from_numpy(np.array(image))  # a copy: the caller keeps its array
     elif isinstance(image, torch.Tensor):
@@ -214,7 +215,12 @@ def estimate_depth(image: Any, **overrides: Any) -> Result:
         raise UserError(f"estimate_depth runs mode predict or equirect, not {cfg.mode.name!r}: use "
                         "modules.api.run(mode=...) for modes that write files")
     check_config(cfg)
-    rgb, path = to_panorama(image, min_height=int(cfg.dataset.min_height))
+    max_height = None
+    if isinstance(image, (str, os.PathLike)):  # the size guard, from the file header (as every run's reader)
+        from .dataset.size_guard import check_size
+
+        max_height = check_size(cfg, image).target_height
+    rgb, path = to_panorama(image, min_height=int(cfg.dataset.min_height), max_height=max_height)
     with _LOCK:
         pipeline = _pipeline(cfg)
         out = pipeline.run(rgb, path)

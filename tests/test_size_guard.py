@@ -192,3 +192,10 @@ def test_bad_guard_setting_stops_a_folder_before_any_panorama(tmp_path):
     proc = run_cli([f"dataset.image_path={folder}", f"hydra.run.dir={out}", "dataset.max_height=10", *FAST], tmp_path)
     assert proc.returncode == 2 and "dataset.max_height=10" in proc.stdout + proc.stderr
     assert not (out / "summary.json").exists() and not (out / "room-rgb").exists()
+
+
+def test_python_api_applies_the_guard_too(huge_png):
+    from modules.api import estimate_depth
+
+    with pytest.raises(SizeError, match="dataset.max_height="):
+        estimate_depth(huge_png, predictor="synthetic", **{"dataset.max_memory_gb": 8})
