@@ -199,3 +199,16 @@ def test_python_api_applies_the_guard_too(huge_png):
 
     with pytest.raises(SizeError, match="dataset.max_height="):
         estimate_depth(huge_png, predictor="synthetic", **{"dataset.max_memory_gb": 8})
+
+
+def test_16bit_png_is_downscaled_at_full_precision(tmp_path):
+    import cv2
+
+    bgr = (np.random.default_rng(1).random((64, 128, 3)) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "p16.png"), bgr)
+    full, _ = read_image(tmp_path / "p16.png")
+    assert np.allclose(full.permute(1, 2, 0).numpy(), bgr[..., ::-1] / 65535.0, atol=1e-6)  # 16 bits, RGB order
+    small, info = read_image(tmp_path / "p16.png", max_height=32)
+    assert small.shape == (3, 32, 64) and info["conversions"][0].startswith("downscaled from 128x64 to 64x32")
+    # area filter: each output pixel is the mean of its 2x2 block
+    assert np.allclose(small.numpy(), full.reshape(3, 32, 2, 64, 2).mean(dim=(2, 4)).numpy(), atol=1e-4)

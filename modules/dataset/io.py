@@ -61,14 +61,17 @@ def png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
-def _read_16bit_rgb(path: Path) -> np.ndarray:
+def _read_16bit_rgb(path: Path, target: tuple[int, int] | None = None) -> np.ndarray:
+    """A 16-bit PNG -> float32 [H, W, 3] in [0, 1], downscaled to ``target`` (w, h) while still 16-bit."""
     import cv2
 
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise InputError(path, "cannot be read as a 16-bit PNG")
     if arr.ndim == 3:
-        arr = arr[..., :3][..., ::-1]  # BGR(A) -> RGB, alpha dropped
+        arr = np.ascontiguousarray(arr[..., :3][..., ::-1])  # BGR(A) -> RGB, alpha dropped
+    if target is not None and arr.shape[1::-1] != target:
+        arr = cv2.resize(arr, target, interpolation=cv2.INTER_AREA)
     return arr.astype(np.float32) / 65535.0
 
 
@@ -147,7 +150,7 @@ def _decode(path: Path, im: Image.Image, target: tuple[int, int] | None, convers
     mode = im.mode
     depth = png_bit_depth(path)
     if depth == 16 and mode in ("RGB", "RGBA"):
-        arr = _read_16bit_rgb(path)
+        arr, target = _read_16bit_rgb(path, target), None
         if mode == "RGBA":
             conversions.append("alpha channel dropped (not composited)")
     elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
