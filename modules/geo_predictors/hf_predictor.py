@@ -8,7 +8,8 @@ faces at once ([B, 3, h, w] float RGB in [0, 1], any device), runs them through 
 ``batch_size`` under ``torch.inference_mode`` (weights and input in the run's dtype: fp32/fp16/bf16), and returns
 disparity [B, h, w] float32 on the images' device, resized back to the face size: relative for MiDaS / Depth
 Anything V2 / Depth Pro's canonical inverse depth, ``1 / metres`` for the Depth Anything V2 metric variants. Metric
-predictors (``is_metric``) also give metric depth through ``predict_metric_depth`` (Depth Pro from the focal length of the cameras passed in).
+predictors (``is_metric``) also give metric depth through ``predict_metric_depth`` (Depth Pro from the focal length
+of the cameras passed in).
 
 Each family module (``midas.py``, ``depth_anything.py``) holds the one variant table of that family: Hugging Face id,
 upstream file, licence, input size, resize rule, normalisation and the architecture used to build the model when
