@@ -4,12 +4,15 @@
 
 Renders a procedural room (exact ground truth), runs the pipeline with the synthetic predictor through the same
 config the runner uses (Hydra overrides may follow), and prints a markdown table of seconds per stage: the first run
-(cold: geometry caches are built) and the median of the following runs (warm: a batch of same-size panoramas).
+(cold: geometry caches are built) and the median of the following runs (warm: a batch of same-size panoramas), each
+also as a ratio to a plain reference measured in the same process: one ``grid_sample`` of the panorama into all faces
+(grid precomputed; the median of 5, before and after the runs), because absolute times on a shared machine vary.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -25,9 +28,25 @@ from modules.config import PROJECT_ROOT, register_resolvers
 from modules.dataset.io import load_panorama
 from modules.dataset.synthetic_scene import make_room, render_erp
 from modules.export.outputs import write_panorama_outputs
+from modules.geometry.tangent import _erp_grid, face_rays, pad_erp
 from modules.pipeline import build_pipeline
 
 STAGES = ["projection", "alignment", "blending", "writing"]
+
+
+def reference_seconds(pano: torch.Tensor, cameras, repeats: int = 5) -> float:
+    """Median time of one grid_sample of the panorama [3, H, W] into every face (the grid computed beforehand)."""
+    rays = face_rays(cameras)
+    F_, S = rays.shape[:2]
+    H, W = pano.shape[1:]
+    grid = _erp_grid(rays, H, W, pad=1).reshape(1, F_ * S, S, 2)
+    padded = pad_erp(pano[None], 1)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.nn.functional.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         pano = load_panorama(image_path)
         pipeline = build_pipeline(cfg)
         runs = []
+        ref_before = reference_seconds(pano, pipeline.projection.cameras("cpu", torch.float32))
         for i in range(args.repeats + 1):
             result = pipeline.run(pano, image_path)
             start = time.perf_counter()
@@ -63,22 +83,30 @@ def main(argv: list[str] | None = None) -> int:
             times = dict(result.timings)
             times["writing"] = time.perf_counter() - start
             runs.append(times)
+        ref = statistics.median([ref_before, reference_seconds(pano, pipeline.cameras())])
     cold, warm = runs[0], runs[1:]
     stages = STAGES + [k for k in cold if k not in STAGES and k != "network"]
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}; panorama {2 * args.height}x{args.height}, "
           f"{pipeline.cameras().num_faces} faces of {args.face_size} px; overrides: {' '.join(args.overrides) or '-'}")
+    print(f"reference: one grid_sample of the panorama into all faces = {ref:.3f} s; load "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
-    print("| stage | cold (s) | warm, median (s) |")
-    print("|---|---|---|")
+    print("| stage | cold (s) | cold / ref | warm, median (s) | warm / ref |")
+    print("|---|---|---|---|---|")
+
+    def row(name: str, c: float, w: float) -> str:
+        return f"| {name} | {c:.3f} | {c / ref:.1f} | {w:.3f} | {w / ref:.1f} |"
+
     for s in stages:
         w = statistics.median(r.get(s, 0.0) for r in warm) if warm else float("nan")
-        print(f"| {s} | {cold.get(s, 0.0):.3f} | {w:.3f} |")
+        print(row(s, cold.get(s, 0.0), w))
     total_cold = sum(cold.get(s, 0.0) for s in stages)
     total_warm = statistics.median(sum(r.get(s, 0.0) for s in stages) for r in warm) if warm else float("nan")
-    print(f"| **all non-network** | **{total_cold:.3f}** | **{total_warm:.3f}** |")
-    print(f"| (network: synthetic predictor) | {cold.get('network', 0.0):.3f} | "
-          f"{statistics.median(r.get('network', 0.0) for r in warm) if warm else float('nan'):.3f} |")
+    print(row("**all non-network**", total_cold, total_warm))
+    net_w = statistics.median(r.get("network", 0.0) for r in warm) if warm else float("nan")
+    print(row("(network: synthetic predictor)", cold.get("network", 0.0), net_w))
+    print(f"| (reference) | {ref:.3f} | 1.0 | {ref:.3f} | 1.0 |")
     return 0
 
 

@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..geometry.cache import ValueCache
 from ..geometry.tangent import TangentCameras, face_cos_to_axis
+
+#: cos(angle to the axis) of every face pixel per camera set (by value): from_affine runs several times a panorama
+_COS = ValueCache(max_entries=4)
+
+
+def _face_cos(cameras: TangentCameras, device: torch.device, dtype: torch.dtype) -> Tensor:
+    cams = cameras.to(device, dtype)
+    return _COS.get(("face_cos", *cams.cache_key()), lambda: face_cos_to_axis(cams))
 
 __all__ = ["FacePredictions", "AlignedFaces"]
 
@@ -58,7 +67,7 @@ class AlignedFaces:
         dtype = pred.disparity.dtype
         if scale.dim() == 1:
             scale, shift, keep = scale[:, None, None], shift[:, None, None], keep[:, None, None]
-        inv = face_cos_to_axis(pred.cameras.to(pred.disparity.device, dtype)) * (
+        inv = _face_cos(pred.cameras, pred.disparity.device, dtype) * (
             scale.to(dtype) * pred.disparity + shift.to(dtype)
         )
         valid = keep & torch.isfinite(inv) & (inv > 0)
