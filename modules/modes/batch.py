@@ -1,4 +1,5 @@
-"""Every mode that takes panoramas runs here (``mode=predict``, ``equirect``, ``render_dense``, ``voxel``), on one
+"""Every mode that takes panoramas runs here (``mode=predict``, ``equirect``, ``render_dense``, ``voxel``, and the
+predictions of ``mode=eval``, which lists its own inputs: :func:`run_batch`), on one
 image or a folder, glob or list in ``dataset.image_path``; what each mode computes and writes per panorama is its job
 (:mod:`modules.runtime.jobs`).
 
@@ -32,7 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -49,7 +50,7 @@ from ..runtime.staging import is_complete, marker_mtime, remove_stale_staging
 from ..runtime.summary import build_summary, format_table
 from ..runtime.worker import FAILED, NOT_RUN, OK, SKIPPED, PanoramaTask, TaskResult
 
-__all__ = ["run", "make_tasks", "Terminated", "SUMMARY_FILE"]
+__all__ = ["run", "run_batch", "make_tasks", "Terminated", "SUMMARY_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,14 @@ def _committed_during_run(task: PanoramaTask, since: float) -> bool:
 
 def run(cfg: DictConfig) -> int:
     """Process every panorama ``dataset.image_path`` names; returns the exit code (see module docstring)."""
+    return run_batch(cfg)["exit_code"]
+
+
+def run_batch(cfg: DictConfig, inputs: InputListing | None = None,
+              adjust: Callable[[list[PanoramaTask]], list[PanoramaTask]] | None = None) -> dict:
+    """The batch run (module docstring); returns summary.json's content. ``inputs``: the panoramas to process
+    (default: ``dataset.image_path`` listed); ``adjust``: changes the tasks before the resume check (mode=eval adds
+    the paired ground truth to each fingerprint)."""
     configure_runtime(cfg)
     check_settings(cfg)  # a bad dataset.max_memory_gb / max_height stops the job here (exit 2), not per panorama
     b = cfg.batch
@@ -202,9 +211,11 @@ def run(cfg: DictConfig) -> int:
         remote.check(output_root)
     else:
         output_root = Path(remote.local_path(str(b.output_dir))).absolute()
-    listing = list_inputs(str(cfg.dataset.image_path), b.extensions, b.list_suffixes, bool(b.recursive),
-                          exclude=[p for p in (output_root, run_dir) if isinstance(p, Path)])
+    listing = inputs or list_inputs(str(cfg.dataset.image_path), b.extensions, b.list_suffixes, bool(b.recursive),
+                                    exclude=[p for p in (output_root, run_dir) if isinstance(p, Path)])
     tasks = make_tasks(cfg, listing, output_root)
+    if adjust is not None:
+        tasks = adjust(tasks)
     remove_stale_staging(output_root)
     results, todo = _split_finished(tasks, bool(b.skip_existing))
     refused, todo = _refuse_oversized(cfg, todo)
@@ -237,4 +248,4 @@ def run(cfg: DictConfig) -> int:
     print(format_table(ordered, int(b.table_max_rows)), flush=True)
     print(f"outputs: {output_root}" + (f" (run folder {run_dir})" if run_dir != output_root else ""), flush=True)
     log.info("summary: %s", summary_path)
-    return summary["exit_code"]
+    return summary

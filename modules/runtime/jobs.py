@@ -9,6 +9,8 @@ lists, resume, summary.json, staging and the completion marker, local or Ray); o
   ``method: equirect``.
 * ``render_dense``: the tangent pipeline; the dense mesh files of ``export.dense`` plus the predict files.
 * ``voxel``: the tangent pipeline; voxels.vox + voxels.npy (``mode.resolution`` ...) and meta.json.
+* ``eval``: each (image, ground truth) pair of ``mode.dataset``: ``mode.pipeline`` with the paired ground truth handed
+  to the predictor; predict's files, meta.json ``eval`` (:mod:`modules.runtime.eval_job`); the mode scores them after.
 * ``single_view``: perspective photos (any aspect): the predictor on the whole photo; depth, point cloud, mesh files
   (:mod:`modules.runtime.single_view`).
 
@@ -110,6 +112,18 @@ def _write_voxel(out, rgb, result, cfg, image_path, extra, input_info):
                       **extra)
 
 
+def _build_eval(cfg: DictConfig, predictor=None):
+    from .eval_job import EvalPipeline
+
+    return EvalPipeline(cfg, predictor)
+
+
+def _write_eval(out, rgb, result, cfg, image_path, extra, input_info):
+    from .eval_job import write_eval
+
+    return write_eval(out, rgb, result, cfg, image_path, extra, input_info)
+
+
 def _build_single_view(cfg: DictConfig, predictor=None):
     from .single_view import SingleViewPipeline
 
@@ -127,6 +141,7 @@ JOBS: dict[str, PanoramaJob] = {
     "equirect": PanoramaJob("equirect", _build_equirect, _write_equirect),
     "render_dense": PanoramaJob("render_dense", build_pipeline, _write_dense),
     "voxel": PanoramaJob("voxel", build_pipeline, _write_voxel),
+    "eval": PanoramaJob("eval", _build_eval, _write_eval),
     "single_view": PanoramaJob("single_view", _build_single_view, _write_single_view, panorama=False),
 }
 
