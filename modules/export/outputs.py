@@ -80,7 +80,8 @@ def write_meta(out_dir: Path, cfg: DictConfig, *, input: dict, timings: dict[str
     network = timings.pop("network", 0.0)
     meta = {
         "input": input,
-        "outputs": sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".") and p.name != "meta.json")
+        "outputs": sorted(p.name for p in out_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+                          and p.name != "meta.json")
         + ["meta.json"],
         "scale": scale,
         "predictor": predictor,
