@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
+import pytest
 
 from test_eval_inputs import FAST, flat_dataset
 from test_runner import run_cli
@@ -75,3 +77,27 @@ def test_a_resumed_eval_predicts_only_the_missing_pairs(tmp_path, monkeypatch):
     third = run(tmp_path / "c")
     assert computed == ["room5"] and third["batch"]["skipped"] == 1 and third["batch"]["succeeded"] == 1
     assert third["metrics"] == first["metrics"] and third["num_images"] == 2
+
+
+@pytest.mark.slow  # ~15 s on 2 shared cores: a private Ray instance starts (the only way to show the job travels)
+def test_eval_predictions_run_on_ray(tmp_path, monkeypatch):
+    """The eval job is built from the config alone, so the Ray executor runs it like any other mode's; the report
+    matches a local run's pair for pair (the synthetic predictor renders from the paired ground truth)."""
+    pytest.importorskip("ray")
+    from modules.config import PROJECT_ROOT
+
+    # the private Ray instance's workers inherit the environment: they import this checkout's modules
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
+                                                     if p))
+    data = flat_dataset(tmp_path / "flat", seeds=(4, 5))
+    args = ["mode=eval", f"mode.dataset={data}", "batch.progress=false", "runtime.num_threads=1", *FAST]
+    local = run_cli([*args, f"hydra.run.dir={tmp_path / 'local'}"], tmp_path)
+    assert local.returncode == 0, local.stderr
+    ray_run = run_cli([*args, f"hydra.run.dir={tmp_path / 'ray'}", "runtime=ray", "runtime.device=cpu",
+                       "runtime.num_workers=1", "runtime.local_num_cpus=2", "runtime.progress_interval_s=1"], tmp_path)
+    assert ray_run.returncode == 0, ray_run.stderr
+    report = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert report["batch"]["executor"]["runtime"] == "ray" and report["batch"]["succeeded"] == 2
+    expected = json.loads((tmp_path / "local" / "summary.json").read_text())
+    assert report["metrics"]["abs_rel"] == pytest.approx(expected["metrics"]["abs_rel"], rel=1e-4)
+    assert report["num_images"] == 2 and report["num_failed"] == 0
