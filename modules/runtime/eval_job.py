@@ -10,6 +10,7 @@ built from the config alone, so it travels to Ray workers like the other jobs). 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,6 +40,19 @@ def _key(path) -> str:
     return os.path.abspath(str(path))
 
 
+#: (dataset, naming) -> {image path: ground truth path}: the dataset is listed once per process, not per image
+_truth_cache: dict[str, dict[str, str]] = {}
+
+
+def _truth(cfg: DictConfig, fresh: bool = False) -> dict[str, str]:
+    """The pairing of ``cfg``'s dataset; ``fresh``: listed again (a worker's pipeline is built once per run)."""
+    key = json.dumps([str(cfg.mode.dataset), OmegaConf.to_container(cfg.mode.naming, resolve=True)], sort_keys=True)
+    if fresh or key not in _truth_cache:
+        _truth_cache.clear()  # one dataset at a time
+        _truth_cache[key] = {_key(p.rgb): str(p.gt) for p in eval_pairs(cfg)}
+    return _truth_cache[key]
+
+
 class EvalPipeline:
     """``mode.pipeline`` with the paired ground truth handed to the predictor before each image."""
 
@@ -48,7 +62,7 @@ class EvalPipeline:
         self.pipeline = instantiate(cfg.mode.pipeline)(cfg, predictor)
         self.predictor = self.pipeline.predictor
         self.reader = ground_truth_reader(cfg)
-        self.truth = {_key(p.rgb): p.gt for p in eval_pairs(cfg)}
+        self.truth = {k: Path(v) for k, v in _truth(cfg, fresh=True).items()}
 
     def ground_truth(self, image_path: str) -> Path | None:
         return self.truth.get(_key(image_path))
@@ -66,6 +80,5 @@ class EvalPipeline:
 
 def write_eval(out, rgb, result, cfg, image_path, extra, input_info):
     """mode=predict's files plus meta.json ``eval``: the pipeline and the ground truth paired with the image."""
-    truth = {_key(p.rgb): str(p.gt) for p in eval_pairs(cfg)}
-    section = {"pipeline": str(cfg.mode.pipeline._target_), "ground_truth": truth.get(_key(image_path))}
+    section = {"pipeline": str(cfg.mode.pipeline._target_), "ground_truth": _truth(cfg).get(_key(image_path))}
     return write_panorama_outputs(out, rgb, result, cfg, image_path, {**extra, "eval": section}, input_info)
