@@ -19,8 +19,8 @@ from torch import Tensor
 
 from ..geometry.erp_maps import resize_map
 from ..geometry.spherical import erp_pixel_to_direction
-from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces, splat_faces
-from ..geometry.cache import ValueCache
+from ..geometry.tangent import FaceSamples, cached_erp_face_samples, sample_faces, splat_faces
+from ..geometry.cache import DiskCache, ValueCache
 from .faces import AlignedFaces
 
 __all__ = ["Blender", "fill_holes", "edge_geometry"]
@@ -138,6 +138,8 @@ class Blender:
             and confidence, longitude wrapping); None: always at the output size. The faces resolve far fewer rows
             than a 4K-8K panorama has (a 512 px face of the default icosahedron spans 0.45 degrees per pixel at its
             centre: ~400 rows), and a full-size ERP <- face table of a 7680x3840 panorama alone would take ~5 GB.
+        cache_dir: folder in which the ERP <- face tables are kept between processes, keyed by value
+            (:class:`~modules.geometry.cache.DiskCache`; ~220 MB for 2048x1024); None: off.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class Blender:
         single_face_confidence: float = 0.5,
         fill_iterations: int = 512,
         max_height: int | None = 1024,
+        cache_dir: str | None = None,
     ):
         if max_height is not None and int(max_height) < 8:
             raise ValueError(f"fusion.blender.max_height must be >= 8 or null, got {max_height}")
@@ -157,6 +160,8 @@ class Blender:
         self.fill_iterations = int(fill_iterations)
         #: derived geometry by value (the pipeline replaces it with the one it owns)
         self.cache = ValueCache()
+        #: ERP <- face tables kept between processes (``cache_dir``; None: off)
+        self.disk = None if cache_dir is None else DiskCache(cache_dir)
 
     def _geometry(self, faces: AlignedFaces, height: int, width: int) -> dict:
         """Everything that depends only on the cameras and the ERP size, cached for repeated panoramas: the samples
@@ -165,7 +170,7 @@ class Blender:
         device = faces.inv_distance.device
         key = ("blending", self.weight_power, *cams.cache_key(), str(device), height, width)
         return self.cache.get(key, lambda: {
-            "samples": erp_face_samples(cams.to(device), height, width, self.weight_power)})
+            "samples": cached_erp_face_samples(cams.to(device), height, width, self.weight_power, self.disk)})
 
     def samples(self, faces: AlignedFaces, height: int, width: int) -> FaceSamples:
         """ERP <- face correspondences at the given size (cached)."""

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..geometry.cache import ValueCache
-from ..geometry.tangent import erp_face_samples, erp_to_faces, faces_to_erp
+from ..geometry.cache import DiskCache, ValueCache
+from ..geometry.tangent import cached_erp_face_samples, erp_to_faces, faces_to_erp
 from .disparity_curves import face_levels
 from .faces import AlignedFaces, FacePredictions
 
@@ -73,12 +73,13 @@ class SkyDetector:
         far_limit: output pixels farther than this x the median surface distance are sky too (None: off): beyond
             it a relative-depth network resolves nothing (the noise floor), and such pixels would float in every mesh
             and point cloud (1 / ``aligned_threshold`` by default: the same line the votes draw).
+        cache_dir: folder keeping the ERP <- face tables between processes (the blender's; None: off).
     """
 
     def __init__(self, enabled: bool = True, raw_threshold: float = 0.02, aligned_threshold: float = 0.02,
                  vote_threshold: float = 0.5, spread_threshold: float = 0.5, first_pass_threshold: float = 0.1,
                  edge_ratio: float = 0.5, edge_iterations: int = 2, smooth_px: int = 0, detect_height: int = 256, realign: bool = True,
-                 weight_power: float = 1.0, far_limit: float | None = 50.0):
+                 weight_power: float = 1.0, far_limit: float | None = 50.0, cache_dir: str | None = None):
         if not 0 < vote_threshold <= 1:
             raise ValueError(f"vote_threshold must be in (0, 1], got {vote_threshold}")
         if detect_height < 8:
@@ -99,6 +100,8 @@ class SkyDetector:
         self.weight_power = float(weight_power)
         #: ERP <- face samples per (camera set, height); the pipeline replaces it with its own shared cache
         self.cache = ValueCache()
+        #: ERP <- face tables kept between processes (``cache_dir``, the blender's; None: off)
+        self.disk = None if cache_dir is None else DiskCache(cache_dir)
         self.far_limit = None if far_limit is None else float(far_limit)
 
     def describe(self) -> dict:
@@ -117,7 +120,7 @@ class SkyDetector:
     def _samples(self, faces: AlignedFaces, height: int):
         cams = faces.cameras.to(faces.inv_distance.device, faces.inv_distance.dtype)
         key = ("sky_samples", self.weight_power, *cams.cache_key(), height)
-        return self.cache.get(key, lambda: erp_face_samples(cams, height, 2 * height, self.weight_power))
+        return self.cache.get(key, lambda: cached_erp_face_samples(cams, height, 2 * height, self.weight_power, self.disk))
 
     def erp_mask(self, aligned: AlignedFaces, candidates: Tensor, finite: Tensor, height: int) -> Tensor:
         """[height, 2 height] bool sky mask from the aligned faces (see the module docstring).

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cache import DiskCache
 from .spherical import direction_to_lonlat, erp_directions, lonlat_to_erp_pixel
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "pad_erp",
     "erp_to_faces",
     "FaceSamples",
+    "cached_erp_face_samples",
     "erp_face_samples",
     "sample_faces",
     "splat_faces",
@@ -70,15 +72,17 @@ class TangentCameras:
         """[F] focal length in pixels."""
         return (self.size / 2.0) / self.tan_half_fov
 
-    def cache_key(self) -> tuple:
+    def cache_key(self, device: bool = True) -> tuple:
         """Identifies this camera set by value for caches of derived geometry (:mod:`modules.geometry.cache`):
-        face count, size, dtype, device and a digest of the rotations and fields of view (never a tensor address,
-        which misses ``tan_half_fov`` and can be reused by another tensor once this one is freed)."""
+        face count, size, dtype, device (left out with ``device=False``, for a :class:`~modules.geometry.cache.DiskCache`)
+        and a digest of the rotations and fields of view (never a tensor address, which misses ``tan_half_fov`` and can
+        be reused by another tensor once this one is freed)."""
         R, t = self.R_world_from_face, self.tan_half_fov
         digest = hashlib.sha1()
         for x in (R, t):  # exact float64 reprs (no NumPy round trip)
             digest.update(repr(x.detach().to("cpu", torch.float64).flatten().tolist()).encode())
-        return (self.num_faces, self.size, str(R.dtype), str(t.dtype), str(R.device), digest.hexdigest())
+        where = (str(R.device),) if device else ()
+        return (self.num_faces, self.size, str(R.dtype), str(t.dtype), *where, digest.hexdigest())
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TangentCameras":
         return TangentCameras(
@@ -354,6 +358,33 @@ def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_po
         width=width,
         num_faces=cameras.num_faces,
     )
+
+
+def cached_erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0,
+                            disk: DiskCache | None = None) -> FaceSamples:
+    """:func:`erp_face_samples`, loaded from / stored in ``disk`` when given (keyed by the cameras' values, the size
+    and the weight power; loaded onto the cameras' device)."""
+    build = functools.partial(erp_face_samples, cameras, height, width, weight_power)
+    if disk is None or cameras.num_faces >= 2**15 or height * width >= 2**31:  # beyond the stored int16/int32
+        return build()
+
+    def encode(s: FaceSamples) -> dict:  # compact: int32 pixels, int16 faces, the weight recomputed on load
+        return {"erp_index": s.erp_index.to(torch.int32), "face_index": s.face_index.to(torch.int16),
+                "face_xy": s.face_xy, "cos_axis": s.cos_axis, "height": s.height, "width": s.width,
+                "num_faces": s.num_faces}
+
+    def decode(d: dict) -> FaceSamples:
+        xy = d["face_xy"]
+        s = FaceSamples(d["erp_index"].long(), d["face_index"].long(), xy, d["cos_axis"],
+                        border_weight(xy[:, 0], xy[:, 1], weight_power), d["height"], d["width"], d["num_faces"])
+        n = s.erp_index.shape[0]
+        if (s.height, s.width, s.num_faces) != (height, width, cameras.num_faces) or xy.shape != (n, 2) or any(
+                t.shape != (n,) for t in (s.face_index, s.cos_axis)) or xy.dtype != cameras.R_world_from_face.dtype:
+            raise ValueError("stored samples do not match their key")
+        return s
+
+    key = (float(weight_power), *cameras.cache_key(device=False), int(height), int(width))
+    return disk.get("erp_face_samples", key, build, cameras.R_world_from_face.device, encode=encode, decode=decode)
 
 
 def sample_faces(face_maps: Tensor, samples: FaceSamples) -> Tensor:
