@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from modules.config import PROJECT_ROOT, register_resolvers
-from modules.dataset.synthetic_scene import make_room, render_erp
+from modules.dataset.synthetic_scene import make_room, make_scene, render_erp
 
 register_resolvers()
 
@@ -33,13 +33,25 @@ def one_cpu_thread():
     torch.set_num_threads(threads)
 
 
-def write_scene(folder: Path, seed: int, height: int) -> Path:
-    """A procedural room as the CLI writes it: folder/rgb.png + folder/distance.npy. Returns the rgb path."""
-    rgb, distance = render_erp(make_room(seed), height)
+def write_scene(folder: Path, seed: int, height: int, kind: str = "room") -> Path:
+    """A procedural scene (``room``, or a :func:`make_scene` kind such as ``outdoor``) as the CLI writes it:
+    folder/rgb.png + folder/distance.npy. Returns the rgb path."""
+    rgb, distance = render_erp(make_room(seed) if kind == "room" else make_scene(kind, seed), height)
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(folder / "rgb.png")
     np.save(folder / "distance.npy", distance)
     return folder / "rgb.png"
+
+
+def spread_weights(model: torch.nn.Module) -> None:
+    """Seeded random weights with a range (a fresh random init of the DPT heads gives outputs ~0 through its ReLU),
+    so that outputs of two precisions or batch sizes can be compared."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+            if name.endswith(("head.head.4.bias", "head.conv3.bias")):
+                p.fill_(1.0)
 
 
 @pytest.fixture(scope="session")

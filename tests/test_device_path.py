@@ -12,10 +12,8 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from modules.dataset.io import load_panorama
-from modules.dataset.synthetic_scene import make_scene, render_erp
 from modules.fusion.refinement import connected_components, parts
 from modules.pipeline import StageTimer, build_pipeline
 
@@ -67,11 +65,9 @@ def host_calls_recorded(calls: list):
 @pytest.fixture(scope="module")
 def street(tmp_path_factory):
     """An 128x64 street with open sky (cut edges in the refinement)."""
-    folder = tmp_path_factory.mktemp("street_small")
-    rgb, distance = render_erp(make_scene("outdoor", 0), 64)
-    Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(folder / "rgb.png")
-    np.save(folder / "distance.npy", distance)
-    return folder / "rgb.png"
+    from conftest import write_scene
+
+    return write_scene(tmp_path_factory.mktemp("street_small"), seed=0, height=64, kind="outdoor")
 
 
 @pytest.mark.parametrize("alignment", ["affine", "grid", "curve"])

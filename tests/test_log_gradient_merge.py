@@ -11,7 +11,7 @@ from modules.fusion.faces import AlignedFaces
 from modules.fusion.log_gradient_merge import LogGradientMerge, merged_differences, face_log_distance, pyramid_heights
 from modules.fusion.sky import SkyDetector
 from modules.geometry.projections import IcosahedronProjection
-from modules.geometry.tangent import erp_face_samples, erp_to_faces, face_cos_to_axis
+from modules.geometry.tangent import erp_face_samples, erp_to_faces
 
 H = 64
 

@@ -7,6 +7,7 @@ from modules.geo_predictors.base import DepthPredictor
 from modules.geo_predictors.depth_anything import DepthAnythingV2Predictor
 from modules.geo_predictors.midas import MidasPredictor
 from modules.geo_predictors.tiny_configs import tiny_predictor_kwargs
+from conftest import spread_weights
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -19,20 +20,11 @@ def _tiny(cls, variant, **extra):
     return cls(variant=variant, **kwargs)
 
 
-def _spread(model):
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            if name.endswith(("head.head.4.bias", "head.conv3.bias")):
-                p.fill_(1.0)
-
-
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0].predictor_name}-{c[1]}")
 def predictor(request):
     cls, variant = request.param
     pred = _tiny(cls, variant, batch_size=2)
-    _spread(pred.model)
+    spread_weights(pred.model)
     return pred
 
 

@@ -8,21 +8,13 @@ from modules.errors import UserError
 from modules.geo_predictors.depth_anything import DepthAnythingV2Predictor
 from modules.geo_predictors.midas import MidasPredictor
 from modules.geo_predictors.tiny_configs import tiny_predictor_kwargs
+from conftest import spread_weights
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def _tiny(cls, variant, **extra):
     return cls(variant=variant, **{**tiny_predictor_kwargs(cls.predictor_name, variant), **extra})
-
-
-def _spread(model):
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            if name.endswith(("head.head.4.bias", "head.conv3.bias")):
-                p.fill_(1.0)
 
 
 def _faces(n=3, size=32):
@@ -34,7 +26,7 @@ def test_weights_are_loaded_in_the_runs_dtype(tmp_path):
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
     assert bf16.predict(_faces()).dtype == torch.float32  # outputs stay float32
     fp32 = _tiny(DepthAnythingV2Predictor, "small")
-    _spread(fp32.model)  # outputs of a fresh random init are ~0 (ReLU head): give them a range to compare
+    spread_weights(fp32.model)  # outputs of a fresh random init are ~0 (ReLU head): give them a range to compare
     assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}
     # a Hugging Face directory: from_pretrained(dtype=...), not fp32 then a cast under autocast
     fp32.model.save_pretrained(tmp_path / "hub")
@@ -74,8 +66,8 @@ def test_compile_wraps_the_network(monkeypatch):
 def test_batch_size_auto_on_the_cpu_is_fixed_and_gives_the_same_result():
     auto = _tiny(DepthAnythingV2Predictor, "small", batch_size="auto")
     fixed = _tiny(DepthAnythingV2Predictor, "small", batch_size=1)
-    _spread(auto.model)
-    _spread(fixed.model)
+    spread_weights(auto.model)
+    spread_weights(fixed.model)
     faces = _faces(5)
     a, b = auto.predict(faces), fixed.predict(faces)
     assert torch.allclose(a, b, atol=1e-4 * float(b.abs().max()))  # batched as 4 + 1 vs 1 x 5: float rounding

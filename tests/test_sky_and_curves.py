@@ -44,11 +44,9 @@ def ply_vertices(path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def street(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("street")
-    rgb, distance = render_erp(make_scene("outdoor", 0), 256)
-    Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(folder / "rgb.png")
-    np.save(folder / "distance.npy", distance)
-    return folder / "rgb.png"
+    from conftest import write_scene
+
+    return write_scene(tmp_path_factory.mktemp("street"), seed=0, height=256, kind="outdoor")
 
 
 def run(scene, overrides):
