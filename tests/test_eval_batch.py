@@ -94,7 +94,8 @@ def test_eval_predictions_run_on_ray(tmp_path, monkeypatch):
     local = run_cli([*args, f"hydra.run.dir={tmp_path / 'local'}"], tmp_path)
     assert local.returncode == 0, local.stderr
     ray_run = run_cli([*args, f"hydra.run.dir={tmp_path / 'ray'}", "runtime=ray", "runtime.device=cpu",
-                       "runtime.num_workers=1", "runtime.local_num_cpus=2", "runtime.progress_interval_s=1"], tmp_path)
+                       "runtime.num_workers=1", "runtime.local_num_cpus=2", "runtime.progress_interval_s=1"], tmp_path,
+                      in_process=False)  # a process of its own: Ray's state in this one stays untouched
     assert ray_run.returncode == 0, ray_run.stderr
     report = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert report["batch"]["executor"]["runtime"] == "ray" and report["batch"]["succeeded"] == 2
