@@ -170,7 +170,8 @@ class Blender:
         device = faces.inv_distance.device
         key = ("blending", self.weight_power, *cams.cache_key(), str(device), height, width)
         return self.cache.get(key, lambda: {
-            "samples": cached_erp_face_samples(cams.to(device), height, width, self.weight_power, self.disk)})
+            "samples": cached_erp_face_samples(cams.to(device), height, width, self.weight_power, self.disk,
+                                               self.cache)})
 
     def samples(self, faces: AlignedFaces, height: int, width: int) -> FaceSamples:
         """ERP <- face correspondences at the given size (cached)."""

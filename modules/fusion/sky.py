@@ -119,8 +119,7 @@ class SkyDetector:
 
     def _samples(self, faces: AlignedFaces, height: int):
         cams = faces.cameras.to(faces.inv_distance.device, faces.inv_distance.dtype)
-        key = ("sky_samples", self.weight_power, *cams.cache_key(), height)
-        return self.cache.get(key, lambda: cached_erp_face_samples(cams, height, 2 * height, self.weight_power, self.disk))
+        return cached_erp_face_samples(cams, height, 2 * height, self.weight_power, self.disk, self.cache)
 
     def erp_mask(self, aligned: AlignedFaces, candidates: Tensor, finite: Tensor, height: int) -> Tensor:
         """[height, 2 height] bool sky mask from the aligned faces (see the module docstring).

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cache import DiskCache
+from .cache import DiskCache, ValueCache
 from .spherical import direction_to_lonlat, erp_directions, lonlat_to_erp_pixel
 
 __all__ = [
@@ -361,9 +361,13 @@ def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_po
 
 
 def cached_erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0,
-                            disk: DiskCache | None = None) -> FaceSamples:
-    """:func:`erp_face_samples`, loaded from / stored in ``disk`` when given (keyed by the cameras' values, the size
-    and the weight power; loaded onto the cameras' device)."""
+                            disk: DiskCache | None = None, memory: ValueCache | None = None) -> FaceSamples:
+    """:func:`erp_face_samples`, kept in ``memory`` (the pipeline's value-keyed cache: every stage that asks for the
+    same table - the blender, the sky detector - gets the one copy) and loaded from / stored in ``disk`` when given
+    (keyed by the cameras' values, the size and the weight power; loaded onto the cameras' device)."""
+    if memory is not None:
+        key = ("erp_face_samples", float(weight_power), *cameras.cache_key(), int(height), int(width))
+        return memory.get(key, lambda: cached_erp_face_samples(cameras, height, width, weight_power, disk))
     build = functools.partial(erp_face_samples, cameras, height, width, weight_power)
     if disk is None or cameras.num_faces >= 2**15 or height * width >= 2**31:  # beyond the stored int16/int32
         return build()
