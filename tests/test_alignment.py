@@ -119,3 +119,30 @@ def test_fill_holes_fills_from_neighbours_across_the_seam():
     valid[:, 0] = False
     out = fill_holes(values, valid)
     assert torch.allclose(out[:, 0], torch.full((4,), (1.0 + 7.0) / 2))  # mean of both neighbours, wrapping
+
+
+@pytest.mark.parametrize("noise_floor", [0.0, 0.1])
+def test_faces_without_data_neither_hold_the_gauge_nor_collapse_the_others(room_scene, noise_floor):
+    """Faces whose every pixel is masked (all sky, say) have no overlap sample: they stay out of the gauge (mean
+    scale 1). In it, they would take the whole scale while the faces with data fell to the trivial all-zero fit."""
+    cams = IcosahedronProjection(0, 64, PADDING).cameras()
+    p = SyntheticPredictor(None, dict(WARPED, noise_std=0.05))
+    p.begin_panorama(str(room_scene), (256, 512))
+    disp = p.predict(torch.zeros(20, 3, 64, 64), cams)
+    conf = torch.ones_like(disp)
+    empty = [0, 1, 5, 6, 10, 16]  # faces with no usable pixel
+    conf[empty] = 0
+    scale, shift, keep, report = GlobalAffineAlignment(noise_floor=noise_floor).solve(FacePredictions(disp, conf, cams))
+    data = torch.ones(20, dtype=torch.bool)
+    data[empty] = False
+    true = SyntheticPredictor(None, dict(scale_range=[1, 1], shift_range=[0, 0]))
+    true.begin_panorama(str(room_scene), (256, 512))
+    t = true.true_disparity(cams)
+    aligned = scale[:, None, None] * disp.double() + shift[:, None, None]
+    ratio = torch.stack([(t[f].double() / aligned[f]).median() for f in range(20)])
+    # the faces with data agree on one common scale (within the warp and noise), none collapsed or was dropped
+    assert bool(keep[data].all()) and not report["dropped_faces"]
+    spread = ratio[data].max() / ratio[data].min()
+    assert float(spread) < 1.3, ratio[data]
+    # the faces without data take the median map of the others
+    assert torch.allclose(scale[~data], scale[data].median().expand(len(empty)))

@@ -109,17 +109,30 @@ def overlap_observations(pred: FacePredictions, samples: FaceSamples, a: Tensor,
     return disp, torch.sqrt(w_sample[a] * w_sample[b]) * solid[row[a]] / solid.max()
 
 
-def huber_weights(est_a: Tensor, est_b: Tensor, use: Tensor, huber_k: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Robust reweighting of pair residuals, relative to the local inverse distance.
+def huber_weights(est_a: Tensor, est_b: Tensor, use: Tensor, huber_k: float,
+                  noise_floor: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Robust reweighting of pair residuals, relative to the local inverse distance with a noise floor.
+
+    The residual a - b of a pair is taken to have a standard deviation proportional to sqrt(m^2 + m0^2), m the local
+    inverse-distance level: relative errors where the content is near (m >> m0), and an absolute floor m0 =
+    ``noise_floor`` x the median level where it is far (m << m0). Real networks' disparity noise does not shrink with
+    the disparity (the far field and the sky edge sit at their noise floor), so purely relative weights (m0 = 0) let a
+    few far-field samples with large relative errors pull the faces' shifts; a solve of exact (affine) faces is the
+    same for any m0.
 
     Args:
         est_a, est_b: [M] the two faces' current inverse distance at each pair's pixel; use: [M] bool.
+        noise_floor: m0 as a fraction of the median level over the used pairs (0: purely relative).
     Returns:
-        robust [M] Huber weights (threshold ``huber_k`` x 1.4826 x median |relative residual|), m [M] the local
-        inverse-distance level ((|a| + |b|) / 2) and sigma (0-dim, the robust residual scale).
+        robust [M] Huber weights (threshold ``huber_k`` x 1.4826 x median |normalised residual|), m [M] the effective
+        level sqrt(m^2 + m0^2) by which residuals are divided (a pair's least-squares weight is 1 / m^2) and sigma
+        (0-dim, the robust residual scale).
     """
     m = 0.5 * (est_a.abs() + est_b.abs())
     use = use & (m > 0)
+    if noise_floor > 0 and bool(use.any()):
+        m0 = noise_floor * m[use].median()
+        m = torch.sqrt(m * m + m0 * m0)
     rel = torch.where(use, (est_a - est_b) / m.clamp_min(1e-30), torch.zeros_like(m))
     sigma = MAD_TO_SIGMA * rel[use].abs().median().clamp_min(1e-12) if bool(use.any()) else rel.new_tensor(1.0)
     robust = robust_weights(rel.abs(), huber_k * sigma, "huber")
@@ -144,6 +157,8 @@ class GlobalAffineAlignment(Alignment):
         ridge: relative Tikhonov term on the normal matrix (only matters for faces with no overlap).
         min_scale: faces whose solved scale is below ``min_scale`` times the median scale are dropped.
         weight_power: exponent of the border weight used to weigh overlap samples.
+        noise_floor: residuals are relative to sqrt(m^2 + m0^2), m the local inverse distance and m0 this fraction
+            of its median (:func:`huber_weights`): far-field samples at the networks' noise floor weigh less.
     """
 
     def __init__(
@@ -154,6 +169,7 @@ class GlobalAffineAlignment(Alignment):
         ridge: float = 1e-9,
         min_scale: float = 1e-3,
         weight_power: float = 1.0,
+        noise_floor: float = 0.1,
     ):
         if sample_height < 8:
             raise ValueError(f"sample_height must be >= 8, got {sample_height}")
@@ -165,6 +181,9 @@ class GlobalAffineAlignment(Alignment):
         self.ridge = float(ridge)
         self.min_scale = float(min_scale)
         self.weight_power = float(weight_power)
+        if noise_floor < 0:
+            raise ValueError(f"noise_floor must be >= 0, got {noise_floor}")
+        self.noise_floor = float(noise_floor)
         #: derived geometry by value (the pipeline replaces it with the one it owns)
         self.cache = ValueCache()
 
@@ -174,6 +193,7 @@ class GlobalAffineAlignment(Alignment):
             "sample_height": self.sample_height,
             "irls_iterations": self.irls_iterations,
             "huber_k": self.huber_k,
+            "noise_floor": self.noise_floor,
         }
 
     def _samples(self, pred: FacePredictions) -> tuple[FaceSamples, Tensor, Tensor, Tensor, Tensor]:
@@ -208,6 +228,14 @@ class GlobalAffineAlignment(Alignment):
         coef = torch.where(finite[:, None], coef, torch.zeros_like(coef))
         outer = (coef[:, :, None] * coef[:, None, :]).reshape(-1, 16)  # [M, 16], reused every iteration
         keep = torch.ones(Fn, dtype=torch.bool, device=dev)
+        # faces without a single usable overlap sample (all sky / masked) are not in the solve: in the gauge (mean
+        # scale 1) they would hold the whole scale while the faces with data collapse to the trivial all-zero fit
+        usable = finite & (w_pair > 0)
+        face_weight = torch.zeros(Fn, dtype=torch.float64, device=dev)
+        face_weight.index_add_(0, fa[usable], w_pair[usable]).index_add_(0, fb[usable], w_pair[usable])
+        has_data = face_weight > 0
+        if not bool(has_data.any()):
+            has_data = torch.ones_like(has_data)
         x = torch.zeros(2 * Fn, dtype=torch.float64, device=dev)
         x[0::2] = 1.0
         sigma = None
@@ -216,7 +244,8 @@ class GlobalAffineAlignment(Alignment):
             for it in range(self.irls_iterations):
                 # current inverse distance of every sample (raw disparity on the first pass: only its scale matters)
                 est = c * disp if it == 0 else c * (x[2 * face] * disp + x[2 * face + 1])
-                robust, m, sigma = huber_weights(est[a], est[b], finite & keep[fa] & keep[fb], self.huber_k)
+                robust, m, sigma = huber_weights(est[a], est[b], finite & keep[fa] & keep[fb], self.huber_k,
+                                                 self.noise_floor)
                 if it == 0:
                     robust = (robust > 0).to(robust.dtype)  # plain least squares on the first pass
                 w = w_pair * robust / (m * m).clamp_min(1e-30)
@@ -225,16 +254,21 @@ class GlobalAffineAlignment(Alignment):
                 M = torch.zeros(2 * Fn, 2 * Fn, dtype=torch.float64, device=dev)
                 M.index_put_((block_rows, block_cols), blocks.reshape(-1), accumulate=True)
                 # dropped faces: pin them (identity rows) so the system stays regular; their values are unused
-                dropped = (~keep).repeat_interleave(2)
+                solved = keep & has_data
+                dropped = (~solved).repeat_interleave(2)
                 M[dropped, :] = 0
                 M[:, dropped] = 0
                 M[dropped, dropped] = 1.0
                 gauge = torch.zeros(2 * Fn, dtype=torch.float64, device=dev)
-                gauge[0::2] = keep.double()
-                x = _solve_gauged(M, gauge, self.ridge) * keep.double().sum()
+                gauge[0::2] = solved.double()
+                x = _solve_gauged(M, gauge, self.ridge) * solved.double().sum()
                 report["iterations"] = it + 1
             scales = x[0::2]
-            median_scale = scales[keep].median()
+            median_scale = scales[keep & has_data].median()
+            # faces without data take the median map (scale, shift 0): nothing ties them to the others
+            x[0::2] = torch.where(has_data, scales, median_scale)
+            x[1::2] = torch.where(has_data, x[1::2], torch.zeros_like(median_scale))
+            scales = x[0::2]
             bad = keep & ~(scales > self.min_scale * median_scale)
             if not bool(bad.any()):
                 break
@@ -242,7 +276,7 @@ class GlobalAffineAlignment(Alignment):
                 log.warning("alignment: face %d got scale %.3g <= %g x median; dropping it", f, float(scales[f]), self.min_scale)
                 report["dropped_faces"].append(f)
             keep = keep & ~bad
-            if not bool(keep.any()):
+            if not bool((keep & has_data).any()):
                 raise RuntimeError("alignment failed: every face got a non-positive scale")
         scale, shift = x[0::2], x[1::2]
         # the global scale is arbitrary: normalise the geometric mean of the kept scales to 1

@@ -159,7 +159,7 @@ class CurveAlignment(Alignment):
             coef = coef0.clone()
             for it in range(self.irls_iterations):
                 est = (phi * coef[face]).sum(1)
-                robust, m, sigma = huber_weights(est[a], est[b], use, self.huber_k)
+                robust, m, sigma = huber_weights(est[a], est[b], use, self.huber_k, self.affine.noise_floor)
                 w = w_pair * robust / (m * m).clamp_min(1e-30)
                 blocks = torch.zeros(num_types, (2 * P) ** 2, dtype=torch.float64, device=dev)
                 blocks.index_add_(0, pair_type, outer * w[:, None])

@@ -215,7 +215,7 @@ class GridAlignment(Alignment):
         sigma = None
         for it in range(self.irls_iterations):
             est = (coef * x[cols]).sum(1)  # [N] inverse distance of each sample under the current grids
-            robust, m, sigma = huber_weights(est[a], est[b], use_pair, self.huber_k)
+            robust, m, sigma = huber_weights(est[a], est[b], use_pair, self.huber_k, self.affine.noise_floor)
             w = w_pair * robust / (m * m).clamp_min(1e-30)
             per_node = w.sum() / (Fn * K)  # regularisers scaled to the agreement term's total weight
             lhs = torch.zeros(n * n, dtype=torch.float64, device=dev)
