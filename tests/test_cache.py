@@ -83,8 +83,8 @@ def test_sky_samples_are_keyed_by_the_field_of_view():
 
 
 def test_blender_and_sky_share_one_table_of_the_same_size():
-    """Sky detection at the blending size (a 512x256 panorama, detect_height 256) gets the blender's table, not a
-    second copy built again."""
+    """Sky detection at the blending size (a 512x256 panorama, detect_height 256) gets the blender's geometry (the
+    ERP <- face boxes both splat with), not a second copy built again."""
     from modules.fusion.sky import SkyDetector
 
     cams = IcosahedronProjection(0, 16, 1.2).cameras()
@@ -92,6 +92,6 @@ def test_blender_and_sky_share_one_table_of_the_same_size():
     pipe = PanoramaPipeline(IcosahedronProjection(0, 16, 1.2), SyntheticPredictor(None), GlobalAffineAlignment(),
                             blender, sky=sky)
     assert sky.weight_power == blender.weight_power
-    from_blender = blender.samples(faces_for(cams), 16, 32)
+    from_blender = blender.boxes(faces_for(cams), 16, 32)
     assert sky._samples(faces_for(cams), 16) is from_blender
     assert sky._samples(faces_for(cams), 8) is not from_blender and pipe.cache is sky.cache

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import modules.geometry.face_boxes as face_boxes
 import modules.geometry.tangent as tangent
 from modules.geometry.cache import DiskCache
 from modules.geometry.projections import IcosahedronProjection
@@ -29,7 +30,22 @@ def count_builds(monkeypatch):
     return calls
 
 
-def test_a_new_pipeline_loads_the_tables_from_disk(tmp_path, count_builds):
+@pytest.fixture
+def count_box_builds(monkeypatch):
+    """Counts the calls of the ERP <- face box builder (what blending and the sky splat with; the real one runs)."""
+    calls = []
+    real = face_boxes.erp_face_boxes
+
+    def counted(*args, **kwargs):
+        calls.append(args[1:3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(face_boxes, "erp_face_boxes", counted)
+    return calls
+
+
+def test_a_new_pipeline_loads_the_tables_from_disk(tmp_path, count_box_builds):
+    count_builds = count_box_builds
     from conftest import compose
     from modules.dataset.io import load_panorama
     from modules.dataset.synthetic_scene import make_scene, render_erp
@@ -44,7 +60,7 @@ def test_a_new_pipeline_loads_the_tables_from_disk(tmp_path, count_builds):
     first = build_pipeline(cfg).run(panorama, str(tmp_path / "rgb.png"))
     size = tuple(panorama.shape[-2:])  # the output's
     assert size == (32, 64)
-    # the blender's and the sky's table at the output size are one file (same values); the alignment's overlap
+    # the blender's and the sky's boxes at the output size are one file (same values); the alignment's overlap
     # samples are not on disk (the median alignment builds none)
     assert count_builds.count(size) == 1
     assert len(list((tmp_path / "geometry").glob("*.pt"))) == 1 and not list((tmp_path / "geometry").glob("*.tmp"))

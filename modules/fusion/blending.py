@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..geometry.erp_maps import resize_map
+from ..geometry.face_boxes import FaceBoxes, cached_erp_face_boxes, splat_boxes
 from ..geometry.spherical import erp_pixel_to_direction
-from ..geometry.tangent import FaceSamples, cached_erp_face_samples, sample_faces, splat_faces
+from ..geometry.tangent import FaceSamples, cached_erp_face_samples, sample_faces
 from ..geometry.cache import DiskCache, ValueCache
 from .faces import AlignedFaces
 
@@ -164,18 +165,32 @@ class Blender:
         self.disk = None if cache_dir is None else DiskCache(cache_dir)
 
     def _geometry(self, faces: AlignedFaces, height: int, width: int) -> dict:
-        """Everything that depends only on the cameras and the ERP size, cached for repeated panoramas: the samples
-        and, computed on first use, per-pixel sums and edge geometry."""
+        """Everything that depends only on the cameras and the ERP size, cached for repeated panoramas and filled on
+        first use: the boxes (splatting), the samples (the gradient targets of :meth:`log_gradients`), per-pixel sums
+        and edge geometry."""
         cams = faces.cameras
         device = faces.inv_distance.device
         key = ("blending", self.weight_power, *cams.cache_key(), str(device), height, width)
-        return self.cache.get(key, lambda: {
-            "samples": cached_erp_face_samples(cams.to(device), height, width, self.weight_power, self.disk,
-                                               self.cache)})
+        geometry = self.cache.get(key, lambda: {"cameras": cams.to(device)})
+        return geometry
 
     def samples(self, faces: AlignedFaces, height: int, width: int) -> FaceSamples:
-        """ERP <- face correspondences at the given size (cached)."""
-        return self._geometry(faces, height, width)["samples"]
+        """ERP <- face correspondences at the given size (cached; built on first use: blending itself splats by
+        :meth:`boxes`)."""
+        geometry = self._geometry(faces, height, width)
+        if "samples" not in geometry:
+            geometry["samples"] = cached_erp_face_samples(geometry["cameras"], height, width, self.weight_power,
+                                                          self.disk, self.cache)
+        return geometry["samples"]
+
+    def boxes(self, faces: AlignedFaces, height: int, width: int) -> FaceBoxes:
+        """Each face's ERP box with its plane coordinates and border weights at the given size (cached): what
+        :meth:`blend` splats with (:mod:`modules.geometry.face_boxes`)."""
+        geometry = self._geometry(faces, height, width)
+        if "boxes" not in geometry:
+            geometry["boxes"] = cached_erp_face_boxes(geometry["cameras"], height, width, self.weight_power,
+                                                      self.disk, self.cache)
+        return geometry["boxes"]
 
     def blend(self, faces: AlignedFaces, height: int, width: int) -> tuple[Tensor, Tensor]:
         """Returns distance [H, W] (positive, finite) and confidence [H, W] in [0, 1] (blended at ``max_height``
@@ -189,13 +204,13 @@ class Blender:
 
     def _blend(self, faces: AlignedFaces, height: int, width: int) -> tuple[Tensor, Tensor]:
         """:meth:`blend` at the given size."""
-        geometry = self._geometry(faces, height, width)
+        boxes = self.boxes(faces, height, width)
         inv = faces.inv_distance
         q = faces.valid.to(inv.dtype) * faces.confidence.clamp(0, 1)  # how much each face pixel counts
         # premultiplied channels: bilinear sampling then acts as normalised convolution (invalid pixels drop out)
         maps = torch.stack((q, q * inv, q * inv * inv), 1)  # [F, 3, S, S]
-        acc = splat_faces(maps, geometry["samples"])  # [3, P] weighted sums over the faces seeing each pixel
-        geo, seen_once = self._geometry_sums(geometry)  # [P] border-weight sum, [P] pixels only one face sees
+        acc = splat_boxes(maps, boxes)  # [3, P] weighted sums over the faces seeing each pixel
+        geo, seen_once = boxes.weight_sum, boxes.count < 2  # [P] border-weight sum, [P] pixels only one face sees
         q_sum = acc[0]
         tiny = torch.finfo(q_sum.dtype).tiny
         valid = q_sum > 1e-6 * geo.clamp_min(tiny)
@@ -231,8 +246,8 @@ class Blender:
         if blend is not None and tuple(blend[0].shape) != (height, width):
             raise ValueError(f"blend is {tuple(blend[0].shape)}, expected ({height}, {width})")
         distance, confidence = blend if blend is not None else self.blend(faces, height, width)
+        samples = self.samples(faces, height, width)
         geometry = self._geometry(faces, height, width)
-        samples = geometry["samples"]
         if "edges" not in geometry:
             cams = faces.cameras.to(samples.face_xy.device, samples.face_xy.dtype)
             edges = edge_geometry(samples, cams.tan_half_fov, cams.R_world_from_face)
@@ -244,7 +259,7 @@ class Blender:
             }
             geometry["edges"] = edges
         edges = geometry["edges"]
-        geo, _ = self._geometry_sums(geometry)
+        geo = self.boxes(faces, height, width).weight_sum
         inv, valid = faces.inv_distance, faces.valid
         S = inv.shape[-1]
         log_d = -torch.log(torch.where(valid, inv, torch.ones_like(inv)))  # [F, S, S] log-distance
@@ -274,13 +289,3 @@ class Blender:
             out[f"g{axis}"] = (acc[:, 1] / acc[:, 0].clamp_min(1e-30)).view(height, width)
             out[f"w{axis}"] = (acc[:, 0] / geo.clamp_min(1e-30)).clamp(0, 1).view(height, width)
         return out
-
-    @staticmethod
-    def _geometry_sums(geometry: dict) -> tuple[Tensor, Tensor]:
-        """[P] sum of the border weights and [P] pixels only one face sees (cached in ``geometry``)."""
-        if "sums" not in geometry:
-            samples = geometry["samples"]
-            w = torch.zeros(samples.height * samples.width, dtype=samples.weight.dtype, device=samples.weight.device)
-            w.index_add_(0, samples.erp_index, samples.weight)
-            geometry["sums"] = (w, samples.coverage().view(-1) < 2)
-        return geometry["sums"]

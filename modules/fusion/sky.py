@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..geometry.cache import DiskCache, ValueCache
-from ..geometry.tangent import cached_erp_face_samples, erp_to_faces, faces_to_erp
+from ..geometry.face_boxes import FaceBoxes, boxes_to_erp, cached_erp_face_boxes
+from ..geometry.tangent import erp_to_faces
 from .disparity_curves import face_levels
 from .faces import AlignedFaces, FacePredictions
 
@@ -117,9 +118,10 @@ class SkyDetector:
         t = self.raw_threshold if threshold is None else float(threshold)
         return torch.isfinite(d) & (d <= t * level[:, None, None].to(d))
 
-    def _samples(self, faces: AlignedFaces, height: int):
+    def _samples(self, faces: AlignedFaces, height: int) -> FaceBoxes:
+        """The ERP <- face boxes at ``height`` (shared through the cache with the blender's at the same size)."""
         cams = faces.cameras.to(faces.inv_distance.device, faces.inv_distance.dtype)
-        return cached_erp_face_samples(cams, height, 2 * height, self.weight_power, self.disk, self.cache)
+        return cached_erp_face_boxes(cams, height, 2 * height, self.weight_power, self.disk, self.cache)
 
     def erp_mask(self, aligned: AlignedFaces, candidates: Tensor, finite: Tensor, height: int) -> Tensor:
         """[height, 2 height] bool sky mask from the aligned faces (see the module docstring).
@@ -145,7 +147,7 @@ class SkyDetector:
         den = F.avg_pool2d(F.pad(cand[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
         xs = num / den.clamp_min(1e-12)
         maps = torch.stack((fin, non, low, cand, cand * xs, cand * xs * xs, fin * x), 1)
-        erp, _ = faces_to_erp(maps, self._samples(aligned, height))
+        erp, _ = boxes_to_erp(maps, self._samples(aligned, height))
         if self.smooth_px > 0:
             r = self.smooth_px
             e = F.pad(F.pad(erp[None], (r, r, 0, 0), mode="circular"), (0, 0, r, r), mode="replicate")

@@ -37,6 +37,7 @@ __all__ = [
     "FaceSamples",
     "cached_erp_face_samples",
     "erp_face_samples",
+    "face_bounds",
     "sample_faces",
     "splat_faces",
     "faces_to_erp",
@@ -299,6 +300,33 @@ class FaceSamples:
         return grid.view(self.num_faces, 1, n_max, 2), slot, counts
 
 
+def face_bounds(cameras: TangentCameras, height: int, width: int) -> Tensor:
+    """The ERP rows and columns that can hold each face's pixels (conservative by a pixel or two).
+
+    Returns:
+        [F, 4] int64 on the CPU: (v0, v1, u0, u1) per face, rows ``v0:v1`` and columns ``u0:u1`` taken modulo W
+        (``u0`` may be negative and ``u1`` above W; ``(0, W)`` when the face holds a pole or spans every column).
+    """
+    R = cameras.R_world_from_face
+    t = cameras.tan_half_fov
+    # rows that can hold the face: the square image lies inside the cone reaching its corners
+    axis_lat = torch.asin((-R[:, 1, 2]).clamp(-1, 1))
+    corner = torch.atan(math.sqrt(2.0) * t)
+    top = ((0.5 - (axis_lat + corner).clamp(max=math.pi / 2) / math.pi) * height - 1).floor().clamp(min=0)
+    bottom = ((0.5 - (axis_lat - corner).clamp(min=-math.pi / 2) / math.pi) * height + 1).ceil().clamp(max=height)
+    # and the columns: within the cap of angular radius `corner` around the axis, |lon - lon0| <= asin(sin(corner) /
+    # cos(lat0)) unless the cap holds a pole (then every column)
+    axis_lon = torch.atan2(R[:, 0, 2], R[:, 2, 2])
+    ratio = torch.sin(corner) / torch.cos(axis_lat).clamp_min(1e-12)
+    half_width = torch.where(ratio < 1, torch.asin(ratio.clamp(max=1.0)), torch.full_like(ratio, math.pi))
+    left = ((axis_lon - half_width) / (2 * math.pi) * width + 0.5 * width - 0.5).floor() - 1
+    right = ((axis_lon + half_width) / (2 * math.pi) * width + 0.5 * width - 0.5).ceil() + 2
+    bounds = torch.stack((top, bottom, left, right), 1).to("cpu", torch.float64).round().long()  # one host read
+    full = (bounds[:, 3] - bounds[:, 2]) >= width
+    bounds[full, 2], bounds[full, 3] = 0, width
+    return bounds
+
+
 def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0) -> FaceSamples:
     """Find, for every ERP pixel centre, every face that sees it and where.
 
@@ -313,19 +341,7 @@ def erp_face_samples(cameras: TangentCameras, height: int, width: int, weight_po
     device, dtype = R.device, R.dtype
     dirs = erp_directions(height, width, device, dtype)  # [H, W, 3]
     t = cameras.tan_half_fov
-    # rows that can hold the face: the square image lies inside the cone reaching its corners
-    axis_lat = torch.asin((-R[:, 1, 2]).clamp(-1, 1))
-    corner = torch.atan(math.sqrt(2.0) * t)
-    top = ((0.5 - (axis_lat + corner).clamp(max=math.pi / 2) / math.pi) * height - 1).floor().clamp(min=0)
-    bottom = ((0.5 - (axis_lat - corner).clamp(min=-math.pi / 2) / math.pi) * height + 1).ceil().clamp(max=height)
-    # and the columns: within the cap of angular radius `corner` around the axis, |lon - lon0| <= asin(sin(corner) /
-    # cos(lat0)) unless the cap holds a pole (then every column)
-    axis_lon = torch.atan2(R[:, 0, 2], R[:, 2, 2])
-    ratio = torch.sin(corner) / torch.cos(axis_lat).clamp_min(1e-12)
-    half_width = torch.where(ratio < 1, torch.asin(ratio.clamp(max=1.0)), torch.full_like(ratio, math.pi))
-    left = ((axis_lon - half_width) / (2 * math.pi) * width + 0.5 * width - 0.5).floor() - 1
-    right = ((axis_lon + half_width) / (2 * math.pi) * width + 0.5 * width - 0.5).ceil() + 2
-    bounds = torch.stack((top, bottom, left, right), 1).tolist()  # one host read for all faces
+    bounds = face_bounds(cameras, height, width).tolist()
     faces, pixels, xs, ys, zs = [], [], [], [], []
     for f in range(cameras.num_faces):  # one face at a time keeps memory at O(P), not O(P F)
         v0, v1, u0, u1 = (int(b) for b in bounds[f])
