@@ -74,3 +74,18 @@ def test_boxes_disk_round_trip(tmp_path):
     assert loaded is not built and len(list(tmp_path.glob("*.pt"))) == 1
     for name in ("bounds", "grid", "weight"):
         assert torch.equal(getattr(built, name), getattr(loaded, name))
+
+
+def test_projection_lonlat_and_cos_equal_the_ray_formulation():
+    """erp_to_faces' separable (lon, lat) of the face pixels and the closed-form cos equal the normalised rays'."""
+    from modules.geometry.spherical import direction_to_lonlat
+    from modules.geometry.tangent import face_cos_to_axis, face_lonlat, face_rays
+
+    cams = _random_cameras(7, 24, 3).to(dtype=torch.float64)
+    rays = face_rays(cams)
+    lon, lat = direction_to_lonlat(rays)
+    got = face_lonlat(cams)
+    dlon = torch.remainder(got[..., 0] - lon + torch.pi, 2 * torch.pi) - torch.pi  # +-pi are one longitude
+    assert dlon.abs().max() < 1e-12 and (got[..., 1] - lat).abs().max() < 1e-12
+    cos = (rays * cams.axes[:, None, None, :]).sum(-1)
+    assert torch.allclose(face_cos_to_axis(cams), cos, atol=1e-14)

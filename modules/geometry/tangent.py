@@ -32,6 +32,7 @@ __all__ = [
     "face_frame_from_axis",
     "face_rays",
     "face_cos_to_axis",
+    "face_lonlat",
     "pad_erp",
     "erp_to_faces",
     "FaceSamples",
@@ -156,10 +157,45 @@ def face_rays(cameras: TangentCameras) -> Tensor:
 def face_cos_to_axis(cameras: TangentCameras) -> Tensor:
     """Cosine between each face pixel's ray and the optical axis: planar depth = distance * cos.
 
+    Closed form: the ray of plane point (xn, yn) is (xn t, yn t, 1), so cos = 1 / sqrt(1 + t^2 (xn^2 + yn^2)).
+
     Returns:
         [F, S, S].
     """
-    return face_rays(cameras).mul(cameras.axes[:, None, None, :]).sum(-1)
+    t = cameras.tan_half_fov
+    s = _plane_coords(cameras.size, t.device, t.dtype)
+    r2 = (s * s)[None, :, None] + (s * s)[None, None, :]  # [1, S, S]
+    return torch.rsqrt(1.0 + (t * t)[:, None, None] * r2)
+
+
+#: (lon, lat) of every face pixel per camera set (by value): the projection and the sky's ERP -> face masks reuse it
+_LONLAT = ValueCache(max_entries=4)
+
+
+def face_lonlat(cameras: TangentCameras) -> Tensor:
+    """Longitude and latitude of every face pixel centre's ray (cached by the cameras' values).
+
+    The world ray of plane point (xn, yn) is ``R (xn t, yn t, 1)``, i.e. per world axis a column term plus a row
+    term, so it is built by one broadcast addition (no normalisation: atan2 needs none).
+
+    Returns:
+        [F, S, S, 2] (lon, lat) in radians, indexed [face, row, column].
+    """
+    return _LONLAT.get(("face_lonlat", *cameras.cache_key()), lambda: _face_lonlat(cameras))
+
+
+def _face_lonlat(cameras: TangentCameras) -> Tensor:
+    R = cameras.R_world_from_face  # [F, 3, 3]
+    s = _plane_coords(cameras.size, R.device, R.dtype)
+    a = s[None, :] * cameras.tan_half_fov[:, None]  # [F, S] plane coordinate x tan
+    col = R[:, None, :, 0] * a[:, :, None]  # [F, S, 3] world contribution of the column
+    row = R[:, None, :, 1] * a[:, :, None] + R[:, None, :, 2]  # [F, S, 3] of the row, plus the axis
+    x = row[:, :, None, 0] + col[:, None, :, 0]  # [F, S, S]
+    y = row[:, :, None, 1] + col[:, None, :, 1]
+    z = row[:, :, None, 2] + col[:, None, :, 2]
+    lon = torch.atan2(x, z)
+    lat = torch.atan2(-y, torch.sqrt(x * x + z * z))
+    return torch.stack((lon, lat), -1)
 
 
 def pad_erp(erp: Tensor, pad: int = 1) -> Tensor:
@@ -213,9 +249,13 @@ def erp_to_faces(erp: Tensor, cameras: TangentCameras, mode: str = "bilinear", a
             H, W = H // factor, W // factor
             W -= W % 2
             erp = F.interpolate(erp, size=(H, W), mode="area")
-    rays = face_rays(cameras.to(erp.device, erp.dtype))  # [F, S, S, 3]
-    Fn, S = rays.shape[0], rays.shape[1]
-    grid = _erp_grid(rays, H, W, pad=1).reshape(1, Fn * S, S, 2).expand(B, -1, -1, -1)
+    lonlat = face_lonlat(cameras.to(erp.device, erp.dtype))  # [F, S, S, 2]
+    Fn, S = lonlat.shape[0], lonlat.shape[1]
+    # _erp_grid's mapping (lon, lat) -> pixel -> grid_sample coordinates into pad_erp(erp, 1), as one affine map
+    cw, ch = 2.0 / (W + 1), 2.0 / (H + 1)
+    k = lonlat.new_tensor([W / (2.0 * math.pi) * cw, -H / math.pi * ch])
+    b = lonlat.new_tensor([(0.5 * W + 0.5) * cw - 1.0, (0.5 * H + 0.5) * ch - 1.0])
+    grid = torch.addcmul(b, lonlat, k).reshape(1, Fn * S, S, 2).expand(B, -1, -1, -1)
     out = F.grid_sample(pad_erp(erp, 1), grid, mode=mode, padding_mode="border", align_corners=True)
     return out.reshape(B, C, Fn, S, S).permute(0, 2, 1, 3, 4)
 
