@@ -72,3 +72,18 @@ def test_exr_maps_skipped_without_openexr(tmp_path, monkeypatch, caplog):
     files = write_surface_maps(tmp_path, torch.full((8, 16), 2.0))
     assert set(files) == {"normal_png", "mask_png"} and not list(tmp_path.glob("*.exr"))
     assert "immersivedepth[eval]" in caplog.text
+
+
+def test_maps_written_side_by_side_equal_the_serial_ones(tmp_path):
+    """write_surface_maps with an executor (what write_panorama_outputs does) writes the same bytes, no leftovers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    d = 1.0 + torch.rand(16, 32, generator=torch.Generator().manual_seed(0))
+    d[0, :5] = float("inf")
+    serial = write_surface_maps(tmp_path / "serial", d)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = write_surface_maps(tmp_path / "threaded", d, pool=pool)
+    assert list(serial) == list(threaded) == [m for m in MAP_NAMES if m in serial] and len(serial) >= 2
+    for name in serial:
+        assert serial[name].read_bytes() == threaded[name].read_bytes(), name
+    assert sorted(p.name for p in (tmp_path / "threaded").iterdir()) == sorted(p.name for p in serial.values())

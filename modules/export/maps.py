@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Executor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -62,9 +64,13 @@ def write_surface_maps(
     distance: Tensor,
     maps: tuple[str, ...] = MAP_NAMES,
     png_compress_level: int = 1,
+    pool: Executor | None = None,
 ) -> dict[str, Path]:
     """Write the chosen maps (names in :data:`MAP_NAMES`) for an ERP distance map [H, W]; returns {name: path}.
-    Without OpenEXR (the ``eval`` extra) the EXR maps are skipped with a warning naming the extra."""
+    Without OpenEXR (the ``eval`` extra) the EXR maps are skipped with a warning naming the extra.
+
+    ``pool``: an executor the files are encoded and written in, side by side (zlib and the EXR encoder run outside
+    Python's lock); None: one after the other. Either way every file is complete when this returns."""
     unknown = sorted(set(maps) - set(MAP_NAMES))
     if unknown:
         raise ValueError(f"unknown map(s) {unknown}; expected some of {MAP_NAMES}")
@@ -75,20 +81,37 @@ def write_surface_maps(
     out_dir = Path(out_dir)
     d = distance.detach()
     valid = torch.isfinite(d) & (d > 0)
-    written: dict[str, Path] = {}
+    jobs: dict[str, Callable[[], Path]] = {}
     if "distance_exr" in maps:
-        written["distance_exr"] = write_exr(out_dir / "distance.exr", {"Y": d.cpu().numpy()})
+        jobs["distance_exr"] = lambda: write_exr(out_dir / "distance.exr", {"Y": d.cpu().numpy()})
     if "points_exr" in maps:
-        dv = torch.where(valid, d, torch.full_like(d, float("nan")))
-        p = (erp_directions(*d.shape, d.device, d.dtype) * dv[..., None]).cpu().numpy()
-        written["points_exr"] = write_exr(out_dir / "points.exr", {"R": p[..., 0], "G": p[..., 1], "B": p[..., 2]})
+        def points() -> Path:
+            dv = torch.where(valid, d, torch.full_like(d, float("nan")))
+            p = (erp_directions(*d.shape, d.device, d.dtype) * dv[..., None]).cpu().numpy()
+            return write_exr(out_dir / "points.exr", {"R": p[..., 0], "G": p[..., 1], "B": p[..., 2]})
+        jobs["points_exr"] = points
+    if "mask_png" in maps:
+        jobs["mask_png"] = lambda: _png(out_dir / "mask.png", valid.cpu().numpy().astype(np.uint8) * 255,
+                                        png_compress_level)
+    written: dict[str, Path] = {}
+    futures = {name: pool.submit(job) for name, job in jobs.items()} if pool is not None else {}
     if "normal_png" in maps or "normal_exr" in maps:
         n = erp_normals(d).cpu().numpy()  # [3, H, W]
+        normal_jobs: dict[str, Callable[[], Path]] = {}
         if "normal_exr" in maps:
-            written["normal_exr"] = write_exr(out_dir / "normal.exr", {"R": n[0], "G": n[1], "B": n[2]})
+            normal_jobs["normal_exr"] = lambda: write_exr(out_dir / "normal.exr", {"R": n[0], "G": n[1], "B": n[2]})
         if "normal_png" in maps:
-            rgb = np.where(np.isfinite(n), (n + 1.0) * 127.5 + 0.5, 0.0).clip(0, 255).astype(np.uint8)
-            written["normal_png"] = _png(out_dir / "normal.png", rgb.transpose(1, 2, 0), png_compress_level)
-    if "mask_png" in maps:
-        written["mask_png"] = _png(out_dir / "mask.png", valid.cpu().numpy().astype(np.uint8) * 255, png_compress_level)
+            def normal_png() -> Path:
+                rgb = np.where(np.isfinite(n), (n + 1.0) * 127.5 + 0.5, 0.0).clip(0, 255).astype(np.uint8)
+                return _png(out_dir / "normal.png", rgb.transpose(1, 2, 0), png_compress_level)
+            normal_jobs["normal_png"] = normal_png
+        if pool is not None:
+            futures.update({name: pool.submit(job) for name, job in normal_jobs.items()})
+        else:
+            jobs.update(normal_jobs)
+    for name in MAP_NAMES:  # the usual order of the results
+        if name in futures:
+            written[name] = futures[name].result()
+        elif name in jobs:
+            written[name] = jobs[name]()
     return written

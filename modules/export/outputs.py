@@ -6,8 +6,10 @@ mode=equirect; mode=render_dense); :func:`write_meta` is the one meta.json write
 
 from __future__ import annotations
 
+import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,11 @@ __all__ = ["write_panorama_outputs", "write_meta", "COMMON_META_KEYS"]
 COMMON_META_KEYS = ("input", "outputs", "scale", "predictor", "timings", "machine", "config")
 
 
+def _writer_threads() -> int:
+    """Threads that encode a panorama's files side by side: one per CPU core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def write_panorama_outputs(
     out_dir: Path, rgb: torch.Tensor, result: PipelineResult, cfg: DictConfig, image_path: str | None,
     extra: dict | None = None, input_info: dict | None = None,
@@ -43,16 +50,28 @@ def write_panorama_outputs(
     ex = cfg.export
     start = time.perf_counter()
     distance = result.distance.cpu()
-    write_npy(out_dir / "distance.npy", distance)
-    png = write_distance_png(out_dir / "distance.png", distance, ex.distance_png.unit, ex.png_compress_level)
-    write_preview(out_dir / "distance_preview.png", distance, ex.preview.colormap, tuple(ex.preview.percentiles),
-                  ex.png_compress_level)
-    write_npy(out_dir / "confidence.npy", result.confidence.cpu())
-    write_surface_maps(out_dir, distance, tuple(ex.maps), ex.png_compress_level)
-    write_sky_mask(out_dir / "sky_mask.png", distance, ex.png_compress_level)
-    if ex.pointcloud.enabled:
-        points, colours = erp_points(distance, rgb.cpu(), stride=int(ex.pointcloud.stride))
-        write_point_cloud_ply(out_dir / "pointcloud.ply", points, colours, axes=ex.axes)
+    confidence = result.confidence.cpu()
+    # the files are independent: encoded and written side by side (zlib, the EXR encoder and file I/O run outside
+    # Python's lock); each is still written atomically, and meta.json (listing them) only after all of them
+    with ThreadPoolExecutor(max_workers=_writer_threads()) as pool:
+        png = pool.submit(write_distance_png, out_dir / "distance.png", distance, ex.distance_png.unit,
+                          ex.png_compress_level)
+        jobs = [
+            pool.submit(write_npy, out_dir / "distance.npy", distance),
+            pool.submit(write_preview, out_dir / "distance_preview.png", distance, ex.preview.colormap,
+                        tuple(ex.preview.percentiles), ex.png_compress_level),
+            pool.submit(write_npy, out_dir / "confidence.npy", confidence),
+            pool.submit(write_sky_mask, out_dir / "sky_mask.png", distance, ex.png_compress_level),
+        ]
+        if ex.pointcloud.enabled:
+            def pointcloud() -> None:
+                points, colours = erp_points(distance, rgb.cpu(), stride=int(ex.pointcloud.stride))
+                write_point_cloud_ply(out_dir / "pointcloud.ply", points, colours, axes=ex.axes)
+            jobs.append(pool.submit(pointcloud))
+        write_surface_maps(out_dir, distance, tuple(ex.maps), ex.png_compress_level, pool=pool)
+        png = png.result()
+        for job in jobs:
+            job.result()  # re-raises a writer's error
     timings = dict(result.timings)
     timings["writing"] = time.perf_counter() - start
     sections = {"distance_png": png, "alignment": result.info.get("alignment"), **(extra or {})}
