@@ -110,10 +110,10 @@ class SkyDetector:
                 "aligned_threshold": self.aligned_threshold, "vote_threshold": self.vote_threshold,
                 "far_limit": self.far_limit}
 
-    def raw_candidates(self, pred: FacePredictions, threshold: float | None = None) -> Tensor:
+    def raw_candidates(self, pred: FacePredictions, threshold: float | None = None, level: Tensor | None = None) -> Tensor:
         """[F, S, S] bool: finite raw disparity at the face's floor (<= threshold (default raw_threshold) x its
-        level)."""
-        level = face_levels(pred.disparity)
+        level). ``level``: the faces' :func:`face_levels` when the caller has them (not computed again)."""
+        level = face_levels(pred.disparity) if level is None else level
         d = pred.disparity
         t = self.raw_threshold if threshold is None else float(threshold)
         return torch.isfinite(d) & (d <= t * level[:, None, None].to(d))
@@ -190,9 +190,10 @@ class SkyDetector:
         pred, finite = sanitize_predictions(pred)
         if not self.enabled:
             return alignment.align(pred), torch.zeros(height, width, dtype=torch.bool, device=pred.disparity.device), {}
-        candidates = self.raw_candidates(pred) & finite
+        level = face_levels(pred.disparity)
+        candidates = self.raw_candidates(pred, level=level) & finite
         h = min(height, self.detect_height)
-        far = self.raw_candidates(pred, self.first_pass_threshold) & finite
+        far = self.raw_candidates(pred, self.first_pass_threshold, level) & finite
         masked = FacePredictions(pred.disparity, torch.where(far, torch.zeros_like(pred.confidence),
                                                               pred.confidence), pred.cameras)
         aligned = alignment.align(masked)
@@ -218,6 +219,8 @@ class SkyDetector:
     @staticmethod
     def _to_faces(sky: Tensor, pred: FacePredictions) -> Tensor:
         """ERP mask [h, 2h] -> [F, S, S] bool (bilinear share > 0.5)."""
+        if not bool(sky.any()):  # no sky: no face pixel is (what the resampling of zeros gives)
+            return torch.zeros(pred.disparity.shape, dtype=torch.bool, device=pred.disparity.device)
         cams = pred.cameras.to(pred.disparity.device, pred.disparity.dtype)
         return erp_to_faces(sky.to(pred.disparity.dtype)[None, None], cams, antialias=False)[0, :, 0] > 0.5
 
