@@ -122,6 +122,26 @@ def test_solve_scales_chain_and_prior():
     assert x[4] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_solve_scales_equals_a_direct_solve_dense_and_cg():
+    """The torch solve (Cholesky, and CG above dense_max) against the normal equations solved directly."""
+    rng = np.random.default_rng(0)
+    n = 40
+    pairs = [(i, i - 1, float(rng.normal(0, 0.1)), float(rng.uniform(0.1, 2))) for i in range(1, n)]
+    pairs += [(int(a), int(b), float(rng.normal(0, 0.1)), float(rng.uniform(0, 1)))
+              for a, b in rng.integers(0, n, (30, 2))]  # loops, repeats and self pairs
+    lam = 1.0 / 5.0**2
+    A = np.zeros((len(pairs), n))
+    b = np.zeros(len(pairs))
+    for k, (i, j, log_sigma, w) in enumerate(pairs):
+        A[k, i] += np.sqrt(w)
+        A[k, j] -= np.sqrt(w)
+        b[k] = np.sqrt(w) * log_sigma
+    direct = np.linalg.solve(A.T @ A + lam * np.eye(n), A.T @ b)
+    assert np.allclose(solve_scales(n, pairs, anchor_frames=5.0), direct, rtol=1e-10, atol=1e-12)
+    assert np.allclose(solve_scales(n, pairs, anchor_frames=5.0, dense_max=4), direct, rtol=1e-8, atol=1e-10)
+    assert np.array_equal(solve_scales(3, [], anchor_frames=5.0), np.zeros(3))
+
+
 def test_select_frames_range_stride_fps():
     assert select_frames(10, 30.0, start=2, end=8, stride=2) == [2, 4, 6]
     assert select_frames(30, 30.0, target_fps=10.0) == list(range(0, 30, 3))

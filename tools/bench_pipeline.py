@@ -7,6 +7,7 @@ config the runner uses (Hydra overrides may follow), and prints a markdown table
 (cold: geometry caches are built) and the median of the following runs (warm: a batch of same-size panoramas), each
 also as a ratio to a plain reference measured in the same process: one ``grid_sample`` of the panorama into all faces
 (grid precomputed; the median of 5, before and after the runs), because absolute times on a shared machine vary.
+Last, the process's peak resident memory (``resource`` ru_maxrss: rendering, the runs and the writing).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     net_w = statistics.median(r.get("network", 0.0) for r in warm) if warm else float("nan")
     print(row("(network: synthetic predictor)", cold.get("network", 0.0), net_w))
     print(f"| (reference) | {ref:.3f} | 1.0 | {ref:.3f} | 1.0 |")
+    # ru_maxrss: kilobytes on Linux (the whole run: rendering the room, the runs, the writing)
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
     return 0
 
 
