@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..geometry.spherical import erp_pixel_solid_angle
-from ..geometry.tangent import FaceSamples, erp_face_samples, sample_faces
+from ..geometry.tangent import FaceSamples, erp_face_samples, gather_bilinear
 from ..geometry.cache import ValueCache
 from ..robust import MAD_TO_SIGMA, robust_weights
 from .faces import AlignedFaces, FacePredictions
@@ -100,7 +100,8 @@ def overlap_samples(
 def overlap_observations(pred: FacePredictions, samples: FaceSamples, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Each sample's disparity [N] (float64) and each pair's weight [M]: the two border weights and predictor
     confidences (geometric mean) times the pixel's solid angle (ERP rows near the poles are oversampled)."""
-    values = sample_faces(torch.stack((pred.disparity, pred.confidence), 1).double(), samples)
+    # sampled in float64 from the float32 faces' texels (no float64 copy of every face pixel)
+    values = gather_bilinear(torch.stack((pred.disparity, pred.confidence), 1), samples.face_index, samples.face_xy)
     disp, conf = values[:, 0], values[:, 1].clamp(0, 1)
     H = samples.height
     solid = erp_pixel_solid_angle(H, 2 * H, dtype=torch.float64, device=disp.device)[:, 0]

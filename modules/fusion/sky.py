@@ -143,11 +143,17 @@ class SkyDetector:
         non = fin - cand
         low = (~(inv > level)).to(inv.dtype) * non
         x = torch.where(torch.isfinite(inv), inv, torch.zeros_like(inv))
-        num = F.avg_pool2d(F.pad((x * cand)[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
-        den = F.avg_pool2d(F.pad(cand[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
-        xs = num / den.clamp_min(1e-12)
-        maps = torch.stack((fin, non, low, cand, cand * xs, cand * xs * xs, fin * x), 1)
-        erp, _ = boxes_to_erp(maps, self._samples(aligned, height))
+        boxes = self._samples(aligned, height)
+        if bool(candidates.any()):
+            num = F.avg_pool2d(F.pad((x * cand)[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
+            den = F.avg_pool2d(F.pad(cand[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
+            xs = num / den.clamp_min(1e-12)
+            maps = torch.stack((fin, non, low, cand, cand * xs, cand * xs * xs, fin * x), 1)
+            erp, _ = boxes_to_erp(maps, boxes)
+        else:  # no raw candidate: the candidate channels are 0 everywhere (what splatting zeros gives)
+            part, _ = boxes_to_erp(torch.stack((fin, non, low, fin * x), 1), boxes)
+            zero = torch.zeros_like(part[0])
+            erp = torch.stack((part[0], part[1], part[2], zero, zero, zero, part[3]))
         if self.smooth_px > 0:
             r = self.smooth_px
             e = F.pad(F.pad(erp[None], (r, r, 0, 0), mode="circular"), (0, 0, r, r), mode="replicate")

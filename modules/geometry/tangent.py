@@ -40,6 +40,7 @@ __all__ = [
     "erp_face_samples",
     "face_bounds",
     "sample_faces",
+    "gather_bilinear",
     "splat_faces",
     "faces_to_erp",
     "border_weight",
@@ -460,6 +461,38 @@ def sample_faces(face_maps: Tensor, samples: FaceSamples) -> Tensor:
     Fn, C = face_maps.shape[:2]
     out = F.grid_sample(face_maps, grid.to(face_maps.dtype), mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(Fn, C, -1).permute(0, 2, 1).reshape(-1, C)[slot]
+
+
+def gather_bilinear(face_maps: Tensor, face_index: Tensor, face_xy: Tensor) -> Tensor:
+    """What :func:`sample_faces` gives for ``face_maps`` converted to ``face_xy``'s dtype (bilinear, edge pixels
+    replicated, align_corners=False), computed from the 4 texels of each point: the maps are never converted
+    whole (e.g. float32 faces sampled in float64 at a few thousand points).
+
+    Args:
+        face_maps: [F, C, S, S] (any float dtype).
+        face_index: [N] face of each point; face_xy: [N, 2] plane coordinates (xn, yn).
+    Returns:
+        [N, C] in ``face_xy``'s dtype.
+    """
+    Fn, C, S, S2 = face_maps.shape
+    if S != S2:
+        raise ValueError(f"face maps must be square, got {tuple(face_maps.shape)}")
+    dt = face_xy.dtype
+    ix = (((face_xy[:, 0] + 1) * S - 1) / 2).clamp(0, S - 1)  # grid_sample's unnormalise + border clip
+    iy = (((face_xy[:, 1] + 1) * S - 1) / 2).clamp(0, S - 1)
+    x0, y0 = ix.floor(), iy.floor()
+    wx, wy = ix - x0, iy - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=S - 1), (y0 + 1).clamp(max=S - 1)
+    flat = face_maps.reshape(-1)
+    base = face_index[:, None] * (C * S * S) + torch.arange(C, device=face_index.device)[None, :] * (S * S)  # [N, C]
+
+    def at(y: Tensor, x: Tensor) -> Tensor:
+        return flat[base + (y * S + x)[:, None]].to(dt)
+
+    wx, wy = wx[:, None], wy[:, None]
+    return ((1 - wx) * (1 - wy)) * at(y0, x0) + (wx * (1 - wy)) * at(y0, x1) + ((1 - wx) * wy) * at(y1, x0) + (
+        wx * wy) * at(y1, x1)
 
 
 def splat_faces(face_maps: Tensor, samples: FaceSamples) -> Tensor:
