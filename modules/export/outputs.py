@@ -29,9 +29,15 @@ __all__ = ["write_panorama_outputs", "write_meta", "COMMON_META_KEYS"]
 COMMON_META_KEYS = ("input", "outputs", "scale", "predictor", "timings", "machine", "config")
 
 
-def _writer_threads() -> int:
-    """Threads that encode a panorama's files side by side: one per CPU core, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+#: panoramas up to this many pixels have their files written side by side; larger ones one file after the other,
+#: so that the writers' buffers never add up (the size guard's memory model, modules/dataset/size_guard.py, holds)
+PARALLEL_WRITE_MAX_PIXELS = 2896 * 1448
+
+
+def _writer_threads(pixels: int) -> int:
+    """Threads that encode a panorama's files side by side: one per CPU core, at most 4 (1 above
+    :data:`PARALLEL_WRITE_MAX_PIXELS`)."""
+    return max(1, min(4, os.cpu_count() or 1)) if pixels <= PARALLEL_WRITE_MAX_PIXELS else 1
 
 
 def write_panorama_outputs(
@@ -53,7 +59,7 @@ def write_panorama_outputs(
     confidence = result.confidence.cpu()
     # the files are independent: encoded and written side by side (zlib, the EXR encoder and file I/O run outside
     # Python's lock); each is still written atomically, and meta.json (listing them) only after all of them
-    with ThreadPoolExecutor(max_workers=_writer_threads()) as pool:
+    with ThreadPoolExecutor(max_workers=_writer_threads(distance.numel())) as pool:
         png = pool.submit(write_distance_png, out_dir / "distance.png", distance, ex.distance_png.unit,
                           ex.png_compress_level)
         jobs = [
