@@ -110,7 +110,8 @@ class SkyDetector:
                 "aligned_threshold": self.aligned_threshold, "vote_threshold": self.vote_threshold,
                 "far_limit": self.far_limit}
 
-    def raw_candidates(self, pred: FacePredictions, threshold: float | None = None, level: Tensor | None = None) -> Tensor:
+    def raw_candidates(self, pred: FacePredictions, threshold: float | None = None,
+                       level: Tensor | None = None) -> Tensor:
         """[F, S, S] bool: finite raw disparity at the face's floor (<= threshold (default raw_threshold) x its
         level). ``level``: the faces' :func:`face_levels` when the caller has them (not computed again)."""
         level = face_levels(pred.disparity) if level is None else level
