@@ -89,3 +89,15 @@ def test_projection_lonlat_and_cos_equal_the_ray_formulation():
     assert dlon.abs().max() < 1e-12 and (got[..., 1] - lat).abs().max() < 1e-12
     cos = (rays * cams.axes[:, None, None, :]).sum(-1)
     assert torch.allclose(face_cos_to_axis(cams), cos, atol=1e-14)
+
+
+def test_gather_bilinear_equals_grid_sample_in_float64():
+    from modules.geometry.face_sampling import gather_bilinear
+    from modules.geometry.tangent import sample_faces
+
+    cams = IcosahedronProjection(0, 16, 1.7).cameras().to(dtype=torch.float64)
+    samples = erp_face_samples(cams, 24, 48)
+    maps = torch.rand(20, 2, 16, 16, generator=torch.Generator().manual_seed(4))
+    got = gather_bilinear(maps, samples.face_index, samples.face_xy)
+    assert got.dtype == torch.float64
+    assert torch.allclose(got, sample_faces(maps.double(), samples), rtol=0, atol=1e-14)

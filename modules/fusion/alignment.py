@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from ..geometry.spherical import erp_pixel_solid_angle
-from ..geometry.tangent import FaceSamples, erp_face_samples, gather_bilinear
+from ..geometry.face_sampling import gather_bilinear
+from ..geometry.tangent import FaceSamples, erp_face_samples
 from ..geometry.cache import ValueCache
 from ..robust import MAD_TO_SIGMA, robust_weights
 from .faces import AlignedFaces, FacePredictions

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from .cache import DiskCache, ValueCache
 from .spherical import erp_row_latitudes
-from .tangent import TangentCameras, border_weight, face_bounds
+from .face_sampling import face_bounds
+from .tangent import TangentCameras, border_weight
 
 __all__ = ["FaceBoxes", "erp_face_boxes", "cached_erp_face_boxes", "splat_boxes", "boxes_to_erp"]
 
