@@ -139,8 +139,8 @@ class Blender:
             and confidence, longitude wrapping); None: always at the output size. The faces resolve far fewer rows
             than a 4K-8K panorama has (a 512 px face of the default icosahedron spans 0.45 degrees per pixel at its
             centre: ~400 rows), and a full-size ERP <- face table of a 7680x3840 panorama alone would take ~5 GB.
-        cache_dir: folder in which the ERP <- face tables are kept between processes, keyed by value
-            (:class:`~modules.geometry.cache.DiskCache`; ~220 MB for 2048x1024); None: off.
+        cache_dir: folder in which the ERP <- face boxes (and tables, when built) are kept between processes, keyed
+            by value (:class:`~modules.geometry.cache.DiskCache`; ~230 MB for 2048x1024); None: off.
     """
 
     def __init__(
