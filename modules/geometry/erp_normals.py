@@ -53,10 +53,11 @@ def erp_normals(distance: Tensor) -> Tensor:
         j = (other - d).abs() / d
         return torch.where(torch.isfinite(j), j, torch.full_like(j, float("inf")))
 
-    t_u = _pick(P.roll(-1, 1) - P, P - P.roll(1, 1), jump(d.roll(-1, 1)), jump(d.roll(1, 1)))
-    t_v = _pick(rows(P, 1) - P, P - rows(P, -1), jump(rows(d, 1)), jump(rows(d, -1)))
-    ok_u = torch.isfinite(jump(d.roll(-1, 1))) | torch.isfinite(jump(d.roll(1, 1)))
-    ok_v = torch.isfinite(jump(rows(d, 1))) | torch.isfinite(jump(rows(d, -1)))
+    j_east, j_west, j_south, j_north = jump(d.roll(-1, 1)), jump(d.roll(1, 1)), jump(rows(d, 1)), jump(rows(d, -1))
+    t_u = _pick(P.roll(-1, 1) - P, P - P.roll(1, 1), j_east, j_west)
+    t_v = _pick(rows(P, 1) - P, P - rows(P, -1), j_south, j_north)
+    ok_u = torch.isfinite(j_east) | torch.isfinite(j_west)
+    ok_v = torch.isfinite(j_south) | torch.isfinite(j_north)
     n = torch.linalg.cross(t_u, t_v, dim=-1)
     n = torch.where(((n * P).sum(-1) > 0)[..., None], -n, n)  # towards the camera
     n = n / n.norm(dim=-1, keepdim=True)
