@@ -26,7 +26,7 @@ from torch import Tensor
 from .cache import DiskCache, ValueCache
 from .spherical import erp_row_latitudes
 from .face_sampling import face_bounds
-from .tangent import TangentCameras, border_weight
+from .tangent import TangentCameras
 
 __all__ = ["FaceBoxes", "erp_face_boxes", "cached_erp_face_boxes", "splat_boxes", "boxes_to_erp"]
 
@@ -128,26 +128,45 @@ def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_powe
     sin_lon, cos_lon = torch.sin(lon), torch.cos(lon)
     Rh = R.detach().to("cpu", torch.float64).tolist()  # host copies of the 9 coefficients (one read)
     th = t.detach().to("cpu", torch.float64).tolist()
-    grids, weights = [], []
+    sizes = ((bounds[:, 1] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 2])).tolist()
+    grid = torch.empty(sum(sizes), 2, device=device, dtype=dtype)
+    weight = torch.empty(sum(sizes), device=device, dtype=dtype)
+    start = 0
+    # written in place into the outputs (few full-size temporaries: on the CPU fresh large buffers cost page faults)
     for f, (v0, v1, u0, u1) in enumerate(bounds.tolist()):
+        bh, bw = v1 - v0, u1 - u0
+        gv = grid[start:start + bh * bw].view(bh, bw, 2)
+        wv = weight[start:start + bh * bw].view(bh, bw)
+        start += bh * bw
         c = torch.arange(u0, u1, device=device) % width
         sl, cl = sin_lon[c], cos_lon[c]  # [bw]
         st, ct = sin_lat[v0:v1, None], cos_lat[v0:v1, None]  # [bh, 1]
         Rf = Rh[f]
 
         def axis(k: int) -> Tensor:  # component k of R^T d over the box [bh, bw]
-            return ct * (Rf[0][k] * sl + Rf[2][k] * cl)[None, :] - Rf[1][k] * st
+            return torch.mul(ct, (Rf[0][k] * sl + Rf[2][k] * cl)[None, :]).sub_(Rf[1][k] * st)
 
         z = axis(2)
-        zt = z * th[f]
-        x, y = axis(0), axis(1)
-        inside = (z > 0) & (x.abs() < zt) & (y.abs() < zt)
-        zero = torch.zeros_like(zt)
-        xn, yn = torch.where(inside, x / zt, zero), torch.where(inside, y / zt, zero)  # 0 outside the face
-        w = border_weight(xn, yn, weight_power)
-        grids.append(torch.stack((xn, yn), -1).reshape(-1, 2))
-        weights.append(torch.where(inside, w, torch.zeros_like(w)).reshape(-1))
-    return FaceBoxes(bounds, torch.cat(grids), torch.cat(weights), int(height), int(width), cameras.num_faces)
+        inside = z > 0
+        zt = z.mul_(th[f])
+        x = axis(0)
+        tmp = x.abs()
+        inside &= tmp < zt
+        y = axis(1)
+        torch.abs(y, out=tmp)
+        inside &= tmp < zt
+        outside = ~inside
+        xn = x.div_(zt).masked_fill_(outside, 0.0)  # plane coordinates, 0 outside the face
+        yn = y.div_(zt).masked_fill_(outside, 0.0)
+        gv[..., 0] = xn
+        gv[..., 1] = yn
+        # border_weight(xn, yn) = ((1 - |xn|)+ (1 - |yn|)+)^power, 0 outside
+        torch.abs(xn, out=tmp).neg_().add_(1.0).clamp_min_(0)
+        torch.abs(yn, out=wv).neg_().add_(1.0).clamp_min_(0).mul_(tmp)
+        if weight_power != 1.0:
+            wv.pow_(weight_power)
+        wv.masked_fill_(outside, 0.0)
+    return FaceBoxes(bounds, grid, weight, int(height), int(width), cameras.num_faces)
 
 
 def cached_erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0,
