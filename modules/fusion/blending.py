@@ -206,9 +206,12 @@ class Blender:
         """:meth:`blend` at the given size."""
         boxes = self.boxes(faces, height, width)
         inv = faces.inv_distance
-        q = faces.valid.to(inv.dtype) * faces.confidence.clamp(0, 1)  # how much each face pixel counts
-        # premultiplied channels: bilinear sampling then acts as normalised convolution (invalid pixels drop out)
-        maps = torch.stack((q, q * inv, q * inv * inv), 1)  # [F, 3, S, S]
+        # premultiplied channels q, q inv, q inv^2 (q: how much each face pixel counts): bilinear sampling then acts
+        # as normalised convolution (invalid pixels drop out); written in place, [F, 3, S, S]
+        maps = torch.empty(inv.shape[0], 3, *inv.shape[1:], dtype=inv.dtype, device=inv.device)
+        q = torch.mul(faces.valid.to(inv.dtype), faces.confidence.clamp(0, 1), out=maps[:, 0])
+        torch.mul(q, inv, out=maps[:, 1])
+        torch.mul(maps[:, 1], inv, out=maps[:, 2])
         acc = splat_boxes(maps, boxes)  # [3, P] weighted sums over the faces seeing each pixel
         geo, seen_once = boxes.weight_sum, boxes.count < 2  # [P] border-weight sum, [P] pixels only one face sees
         q_sum = acc[0]
