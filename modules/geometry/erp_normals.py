@@ -19,9 +19,9 @@ __all__ = ["erp_normals"]
 
 
 def _pick(fwd: Tensor, bwd: Tensor, jump_fwd: Tensor, jump_bwd: Tensor) -> Tensor:
-    """Per pixel the difference with the smaller (finite) distance jump. [H, W, 3] x2, [H, W] x2 -> [H, W, 3]."""
-    use_fwd = torch.where(torch.isfinite(jump_bwd), jump_fwd <= jump_bwd, torch.isfinite(jump_fwd))
-    return torch.where(use_fwd[..., None], fwd, bwd)
+    """Per pixel the difference with the smaller distance jump (jumps are finite or +inf, never NaN: where both are
+    +inf the pixel gets no normal, so which one is taken does not matter). [H, W, 3] x2, [H, W] x2 -> [H, W, 3]."""
+    return torch.where((jump_fwd <= jump_bwd)[..., None], fwd, bwd)
 
 
 def erp_normals(distance: Tensor) -> Tensor:
@@ -50,14 +50,15 @@ def erp_normals(distance: Tensor) -> Tensor:
         return out
 
     def jump(other: Tensor) -> Tensor:  # relative distance change to a neighbour; inf where it is invalid
-        j = (other - d).abs() / d
-        return torch.where(torch.isfinite(j), j, torch.full_like(j, float("inf")))
+        j = (other - d).abs_().div_(d)
+        return j.nan_to_num_(nan=float("inf"), posinf=float("inf"))  # d and other are finite, positive or NaN
 
     j_east, j_west, j_south, j_north = jump(d.roll(-1, 1)), jump(d.roll(1, 1)), jump(rows(d, 1)), jump(rows(d, -1))
     t_u = _pick(P.roll(-1, 1) - P, P - P.roll(1, 1), j_east, j_west)
     t_v = _pick(rows(P, 1) - P, P - rows(P, -1), j_south, j_north)
-    ok_u = torch.isfinite(j_east) | torch.isfinite(j_west)
-    ok_v = torch.isfinite(j_south) | torch.isfinite(j_north)
+    inf = float("inf")
+    ok_u = torch.minimum(j_east, j_west) < inf
+    ok_v = torch.minimum(j_south, j_north) < inf
     n = torch.linalg.cross(t_u, t_v, dim=-1)
     n = torch.where(((n * P).sum(-1) > 0)[..., None], -n, n)  # towards the camera
     n = n / n.norm(dim=-1, keepdim=True)
