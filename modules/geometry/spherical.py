@@ -125,8 +125,16 @@ def erp_directions(
     Returns:
         [H, W, 3].
     """
-    lon, lat = erp_lonlat_grid(height, width, device, dtype)
-    return lonlat_to_direction(lon, lat)
+    # separably: the trigonometry per row and per column (the same values lonlat_to_direction gives on the full grid)
+    v = torch.arange(height, device=device, dtype=dtype)
+    u = torch.arange(width, device=device, dtype=dtype)
+    lon, lat = erp_pixel_to_lonlat(u, v, height, width)
+    cos_lat, sin_lat = torch.cos(lat)[:, None], torch.sin(lat)[:, None]
+    out = torch.empty(height, width, 3, device=device, dtype=dtype)
+    torch.mul(cos_lat, torch.sin(lon)[None, :], out=out[..., 0])
+    out[..., 1] = -sin_lat
+    torch.mul(cos_lat, torch.cos(lon)[None, :], out=out[..., 2])
+    return out
 
 
 def erp_pixel_solid_angle(
