@@ -87,8 +87,9 @@ def write_surface_maps(
     if "points_exr" in maps:
         def points() -> Path:
             dv = torch.where(valid, d, torch.full_like(d, float("nan")))
-            p = (erp_directions(*d.shape, d.device, d.dtype) * dv[..., None]).cpu().numpy()
-            return write_exr(out_dir / "points.exr", {"R": p[..., 0], "G": p[..., 1], "B": p[..., 2]})
+            # channel planes [3, H, W] (contiguous, as the EXR writer wants them): direction x distance
+            p = (erp_directions(*d.shape, d.device, d.dtype).permute(2, 0, 1) * dv).cpu().numpy()
+            return write_exr(out_dir / "points.exr", {"R": p[0], "G": p[1], "B": p[2]})
         jobs["points_exr"] = points
     if "mask_png" in maps:
         jobs["mask_png"] = lambda: _png(out_dir / "mask.png", valid.cpu().numpy().astype(np.uint8) * 255,
