@@ -68,9 +68,15 @@ def colorize(distance: Tensor | np.ndarray, colormap: str = "turbo", percentiles
     else:
         lo, hi = 0.0, 1.0
     x = np.clip((inv - lo) / max(hi - lo, 1e-12), 0, 1)
-    rgb = matplotlib.colormaps[colormap](np.nan_to_num(x))[..., :3]
+    # the colormap's own lookup (what cmap(x) does for floats: row int(x N), x = 1 -> N - 1), converted to bytes
+    # once per table row instead of per pixel
+    cmap = matplotlib.colormaps[colormap]
+    lut = (cmap(np.arange(cmap.N))[:, :3] * 255 + 0.5).astype(np.uint8)
+    index = np.nan_to_num(x) * cmap.N
+    index[index == cmap.N] = cmap.N - 1
+    rgb = lut[index.astype(np.intp)]
     rgb[~valid] = 0
-    return (rgb * 255 + 0.5).astype(np.uint8)
+    return rgb
 
 
 def write_preview(path: str | os.PathLike, distance: Tensor | np.ndarray, colormap: str = "turbo",
