@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(row("(network: synthetic predictor)", cold.get("network", 0.0), net_w))
     print(f"| (reference) | {ref:.3f} | 1.0 | {ref:.3f} | 1.0 |")
     # ru_maxrss: kilobytes on Linux (reading the panorama, the runs, the writing; the room is rendered in a child)
-    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     return 0
 
 
