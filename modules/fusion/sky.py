@@ -36,6 +36,7 @@ from ..geometry.face_boxes import FaceBoxes, boxes_to_erp, cached_erp_face_boxes
 from ..geometry.tangent import erp_to_faces
 from .disparity_curves import face_levels
 from .faces import AlignedFaces, FacePredictions
+from .sky_edges import snap_sky_to_image
 
 __all__ = ["SkyDetector", "sanitize_predictions"]
 
@@ -80,11 +81,14 @@ class SkyDetector:
     def __init__(self, enabled: bool = True, raw_threshold: float = 0.02, aligned_threshold: float = 0.02,
                  vote_threshold: float = 0.5, spread_threshold: float = 0.5, first_pass_threshold: float = 0.1,
                  edge_ratio: float = 0.5, edge_iterations: int = 2, smooth_px: int = 0, detect_height: int = 256, realign: bool = True,
-                 weight_power: float = 1.0, far_limit: float | None = 50.0, cache_dir: str | None = None):
+                 weight_power: float = 1.0, far_limit: float | None = 50.0, cache_dir: str | None = None,
+                 image_band: int = 2, image_window: int = 6, image_both_ways: bool = False):
         if not 0 < vote_threshold <= 1:
             raise ValueError(f"vote_threshold must be in (0, 1], got {vote_threshold}")
         if detect_height < 8:
             raise ValueError(f"detect_height must be >= 8, got {detect_height}")
+        if image_band < 0 or (image_band > 0 and image_window <= image_band):
+            raise ValueError(f"image_band must be >= 0 and image_window > image_band, got {image_band}, {image_window}")
         if far_limit is not None and not far_limit > 1:
             raise ValueError(f"far_limit must be > 1 or null, got {far_limit}")
         self.enabled = bool(enabled)
@@ -104,11 +108,14 @@ class SkyDetector:
         #: ERP <- face tables kept between processes (``cache_dir``, the blender's; None: off)
         self.disk = None if cache_dir is None else DiskCache(cache_dir)
         self.far_limit = None if far_limit is None else float(far_limit)
+        self.image_band = int(image_band)
+        self.image_window = int(image_window)
+        self.image_both_ways = bool(image_both_ways)
 
     def describe(self) -> dict:
         return {"enabled": self.enabled, "raw_threshold": self.raw_threshold,
                 "aligned_threshold": self.aligned_threshold, "vote_threshold": self.vote_threshold,
-                "far_limit": self.far_limit}
+                "far_limit": self.far_limit, "image_band": self.image_band}
 
     def raw_candidates(self, pred: FacePredictions, threshold: float | None = None,
                        level: Tensor | None = None) -> Tensor:
@@ -231,14 +238,40 @@ class SkyDetector:
         cams = pred.cameras.to(pred.disparity.device, pred.disparity.dtype)
         return erp_to_faces(sky.to(pred.disparity.dtype)[None, None], cams, antialias=False)[0, :, 0] > 0.5
 
-    def finish(self, distance: Tensor, confidence: Tensor, sky: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The final sky mask of the output: ``sky`` plus pixels beyond ``far_limit`` x the median surface distance;
-        then :meth:`apply`. distance, confidence, sky: [H, W]. Returns distance, confidence and the mask."""
+    def finish(self, distance: Tensor, confidence: Tensor, sky: Tensor,
+               image: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The final sky mask of the output: ``sky`` with its boundary snapped to ``image`` (the panorama [3, H, W],
+        when given and ``image_band`` > 0; :meth:`_snap_to_image`), plus pixels beyond ``far_limit`` x the median surface
+        distance; then :meth:`apply`. distance, confidence, sky: [H, W]. Returns distance, confidence and the mask
+        (with ``image_both_ways``, pixels given back to the surfaces keep the blend's distance, filled from their
+        neighbours, and its confidence)."""
+        if image is not None and self.image_band > 0 and self.enabled:
+            sky = self._snap_to_image(sky, image.to(sky.device))
         if self.far_limit is not None:
             surface = ~sky & torch.isfinite(distance) & (distance > 0)
             if bool(surface.any()):
                 sky = sky | (surface & (distance > self.far_limit * distance[surface].median()))
         return (*self.apply(distance, confidence, sky), sky)
+
+    def _snap_to_image(self, sky: Tensor, image: Tensor) -> Tensor:
+        """:func:`~modules.fusion.sky_edges.snap_sky_to_image` at ``detect_height`` (where the mask was found; the
+        image area-averaged to it), its changes carried to the output size (nearest): band and window are pixels
+        there, and the cost stays that of a 256-row map (a full 2048x1024 pass took ~1 s on 2 CPU cores).
+        sky: [H, W] bool; image: [3, H, W]."""
+        H, W = sky.shape
+        h = min(self.detect_height, H)
+        if h == H:
+            return snap_sky_to_image(sky, image, self.image_band, self.image_window, self.image_both_ways)
+        w = (W * h) // H
+        small = F.interpolate(sky[None, None].float(), size=(h, w), mode="area")[0, 0] > 0.5
+        img = F.interpolate(image[None].float(), size=(h, w), mode="area")[0]
+        snapped = snap_sky_to_image(small, img, self.image_band, self.image_window, self.image_both_ways)
+
+        def up(mask: Tensor) -> Tensor:
+            return F.interpolate(mask[None, None].float(), size=(H, W), mode="nearest")[0, 0] > 0.5
+
+        out = sky | up(snapped & ~small)
+        return out & ~up(small & ~snapped) if self.image_both_ways else out
 
     @staticmethod
     def apply(distance: Tensor, confidence: Tensor, sky: Tensor) -> tuple[Tensor, Tensor]:
