@@ -241,10 +241,10 @@ class SkyDetector:
     def finish(self, distance: Tensor, confidence: Tensor, sky: Tensor,
                image: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The final sky mask of the output: ``sky`` with its boundary snapped to ``image`` (the panorama [3, H, W],
-        when given and ``image_band`` > 0; :meth:`_snap_to_image`), plus pixels beyond ``far_limit`` x the median surface
-        distance; then :meth:`apply`. distance, confidence, sky: [H, W]. Returns distance, confidence and the mask
-        (with ``image_both_ways``, pixels given back to the surfaces keep the blend's distance, filled from their
-        neighbours, and its confidence)."""
+        when given and ``image_band`` > 0; :meth:`_snap_to_image`), plus pixels beyond ``far_limit`` x the median
+        surface distance; then :meth:`apply`. distance, confidence, sky: [H, W]. Returns distance, confidence and the
+        mask (with ``image_both_ways``, pixels given back to the surfaces keep the blend's distance, filled from
+        their neighbours, and its confidence)."""
         if image is not None and self.image_band > 0 and self.enabled:
             sky = self._snap_to_image(sky, image.to(sky.device))
         if self.far_limit is not None:
