@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..geometry.erp_maps import resize_map
+from ..geometry.erp_maps import pad_erp, resize_map
 from ..geometry.face_boxes import FaceBoxes, cached_erp_face_boxes, splat_boxes
 from ..geometry.spherical import erp_pixel_to_direction
 from ..geometry.tangent import FaceSamples, cached_erp_face_samples, sample_faces
@@ -101,7 +101,7 @@ def fill_holes(values: Tensor, valid: Tensor, max_iterations: int = 512) -> Tens
 def _box3(x: Tensor) -> Tensor:
     """Sums over 3 x 3 neighbourhoods of x [1, 1, H, W] (columns wrap, rows replicate at the poles), by shifted adds
     (a one-channel conv2d is far slower on the CPU)."""
-    p = F.pad(F.pad(x, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1), mode="replicate")
+    p = pad_erp(x, 1)
     rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
     return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..geometry.cache import DiskCache, ValueCache
+from ..geometry.erp_maps import pad_erp
 from ..geometry.face_boxes import FaceBoxes, boxes_to_erp, cached_erp_face_boxes
 from ..geometry.tangent import erp_to_faces
 from .disparity_curves import face_levels
@@ -164,7 +165,7 @@ class SkyDetector:
             erp = torch.stack((part[0], part[1], part[2], zero, zero, zero, part[3]))
         if self.smooth_px > 0:
             r = self.smooth_px
-            e = F.pad(F.pad(erp[None], (r, r, 0, 0), mode="circular"), (0, 0, r, r), mode="replicate")
+            e = pad_erp(erp[None], r)
             erp = F.avg_pool2d(e, 2 * r + 1, stride=1)[0]
         seen, non_w, low_w, cand_w = erp[0], erp[1], erp[2], erp[3]
         tiny = 1e-12
@@ -180,10 +181,9 @@ class SkyDetector:
         blend = erp[6] / seen.clamp_min(tiny)
         for _ in range(self.edge_iterations):
             surf = torch.where(sky, torch.zeros_like(blend), blend)[None, None]
-            surf = F.pad(F.pad(surf, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1), mode="replicate")
+            surf = pad_erp(surf, 1)
             near_max = F.max_pool2d(surf, 3, stride=1)[0, 0]
-            s = F.pad(F.pad(sky[None, None].to(blend.dtype), (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1),
-                      mode="replicate")
+            s = pad_erp(sky[None, None].to(blend.dtype), 1)
             touches = F.max_pool2d(s, 3, stride=1)[0, 0] > 0
             grow = touches & ~sky & (seen > 1e-6) & (blend < self.edge_ratio * near_max)
             if not bool(grow.any()):

@@ -20,20 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..geometry.erp_maps import pad_erp
+
 __all__ = ["snap_sky_to_image"]
-
-
-def _wrap_pad(x: Tensor, r: int) -> Tensor:
-    """[C, H, W] padded by r: columns wrap around (longitude), rows replicate (poles)."""
-    if r <= 0:
-        return x
-    x = torch.cat((x[..., -r:], x, x[..., :r]), -1)
-    return F.pad(x[None], (0, 0, r, r), mode="replicate")[0]
 
 
 def _box_sum(x: Tensor, r: int) -> Tensor:
     """Sums of x [C, H, W] over (2r + 1)^2 windows (ERP wrap-around), by cumulative sums in float64."""
-    p = _wrap_pad(x.double(), r)
+    p = pad_erp(x.double()[None], r)[0]
     c = F.pad(p.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
     k = 2 * r + 1
     return (c[:, k:, k:] - c[:, :-k, k:] - c[:, k:, :-k] + c[:, :-k, :-k])
@@ -41,7 +35,7 @@ def _box_sum(x: Tensor, r: int) -> Tensor:
 
 def _dilate(mask: Tensor, r: int) -> Tensor:
     """[H, W] bool grown by r pixels (square window, ERP wrap-around), separably."""
-    x = _wrap_pad(mask[None].to(torch.float32), r)[None]
+    x = pad_erp(mask[None, None].to(torch.float32), r)
     x = F.max_pool2d(x, (1, 2 * r + 1), stride=1)
     return F.max_pool2d(x, (2 * r + 1, 1), stride=1)[0, 0] > 0
 

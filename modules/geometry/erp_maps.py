@@ -14,7 +14,13 @@ from torch import Tensor
 
 from ..errors import UserError
 
-__all__ = ["InvalidDistanceError", "valid_distance_mask", "check_distance_map", "resize_map"]
+__all__ = ["InvalidDistanceError", "valid_distance_mask", "check_distance_map", "resize_map", "pad_erp"]
+
+
+def pad_erp(x: Tensor, r: int) -> Tensor:
+    """x [N, C, H, W] padded by r pixels on every side the way an ERP map continues: columns wrap around (longitude),
+    rows repeat the edge row (the poles). For neighbourhood filters that must see across the +-180 degree seam."""
+    return F.pad(F.pad(x, (r, r, 0, 0), mode="circular"), (0, 0, r, r), mode="replicate")
 
 
 class InvalidDistanceError(UserError, ValueError):
