@@ -16,36 +16,32 @@ from modules.geometry.projections import IcosahedronProjection
 from modules.geometry.tangent import cached_erp_face_samples
 
 
-@pytest.fixture
-def count_builds(monkeypatch):
-    """Counts the calls of the table builder (the real one runs)."""
+def count_calls(monkeypatch, module, name: str) -> list:
+    """Replaces ``module.name`` by a wrapper that records each call's (height, width) and calls the real builder."""
     calls = []
-    real = tangent.erp_face_samples
+    real = getattr(module, name)
 
     def counted(*args, **kwargs):
         calls.append(args[1:3])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tangent, "erp_face_samples", counted)
+    monkeypatch.setattr(module, name, counted)
     return calls
+
+
+@pytest.fixture
+def count_builds(monkeypatch):
+    """Counts the calls of the table builder (the real one runs)."""
+    return count_calls(monkeypatch, tangent, "erp_face_samples")
 
 
 @pytest.fixture
 def count_box_builds(monkeypatch):
     """Counts the calls of the ERP <- face box builder (what blending and the sky splat with; the real one runs)."""
-    calls = []
-    real = face_boxes.erp_face_boxes
-
-    def counted(*args, **kwargs):
-        calls.append(args[1:3])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(face_boxes, "erp_face_boxes", counted)
-    return calls
+    return count_calls(monkeypatch, face_boxes, "erp_face_boxes")
 
 
 def test_a_new_pipeline_loads_the_tables_from_disk(tmp_path, count_box_builds):
-    count_builds = count_box_builds
     from conftest import compose
     from modules.dataset.io import load_panorama
     from modules.dataset.synthetic_scene import make_scene, render_erp
@@ -62,15 +58,15 @@ def test_a_new_pipeline_loads_the_tables_from_disk(tmp_path, count_box_builds):
     assert size == (32, 64)
     # the blender's and the sky's boxes at the output size are one file (same values); the alignment's overlap
     # samples are not on disk (the median alignment builds none)
-    assert count_builds.count(size) == 1
+    assert count_box_builds.count(size) == 1
     assert len(list((tmp_path / "geometry").glob("*.pt"))) == 1 and not list((tmp_path / "geometry").glob("*.tmp"))
     second = build_pipeline(cfg).run(panorama, str(tmp_path / "rgb.png"))  # fresh pipeline: empty memory cache
-    assert count_builds.count(size) == 1  # loaded, not rebuilt
+    assert count_box_builds.count(size) == 1  # loaded, not rebuilt
     assert torch.equal(first.distance, second.distance) and torch.equal(first.confidence, second.confidence)
     off = compose(["predictor=synthetic", "alignment=median", "projection.face_size=16", "paths.output_dir=/tmp/unused"])
     assert off.fusion.blender.cache_dir is None and off.fusion.sky.cache_dir is None  # default: off
     build_pipeline(off).run(panorama, str(tmp_path / "rgb.png"))
-    assert count_builds.count(size) == 2  # off: built again, once for the blender and the sky (one shared table)
+    assert count_box_builds.count(size) == 2  # off: built again, once for the blender and the sky (one shared table)
 
 
 def test_loaded_tables_equal_built_ones_and_other_values_get_other_files(tmp_path, count_builds):
