@@ -13,15 +13,43 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .spherical import erp_directions
+from .spherical import erp_pixel_to_lonlat
 
 __all__ = ["erp_normals"]
 
 
-def _pick(fwd: Tensor, bwd: Tensor, jump_fwd: Tensor, jump_bwd: Tensor) -> Tensor:
-    """Per pixel the difference with the smaller distance jump (jumps are finite or +inf, never NaN: where both are
-    +inf the pixel gets no normal, so which one is taken does not matter). [H, W, 3] x2, [H, W] x2 -> [H, W, 3]."""
-    return torch.where((jump_fwd <= jump_bwd)[..., None], fwd, bwd)
+def _forward_differences(x: Tensor, dim: int, wrap: bool) -> Tensor:
+    """x[i + 1] - x[i] along ``dim`` (-1: the row, wrapping around when ``wrap``; -2: the column, NaN after the
+    last row). Any shape with the ERP grid last; same shape out."""
+    n = x.shape[dim]
+    out = torch.empty_like(x)
+    torch.sub(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1), out=out.narrow(dim, 0, n - 1))
+    last = out.narrow(dim, n - 1, 1)
+    if wrap:
+        torch.sub(x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1), out=last)
+    else:
+        last.fill_(float("nan"))
+    return out
+
+
+def _previous(x: Tensor, dim: int, wrap: bool, fill: float) -> Tensor:
+    """x[i - 1] along ``dim`` (wrapping, or ``fill`` before the first)."""
+    first = x.narrow(dim, x.shape[dim] - 1, 1) if wrap else torch.full_like(x.narrow(dim, 0, 1), fill)
+    return torch.cat((first, x.narrow(dim, 0, x.shape[dim] - 1)), dim)
+
+
+def _tangent(forward: Tensor, jump_fwd: Tensor, jump_bwd: Tensor, dim: int, wrap: bool) -> Tensor:
+    """Per pixel the forward difference [3, H, W] or the backward one (the previous pixel's forward difference), the
+    one with the smaller distance jump [H, W] (jumps are finite or +inf, never NaN; where both are +inf the pixel
+    gets no normal, so which one is taken does not matter)."""
+    take = jump_fwd <= jump_bwd
+    n = forward.shape[dim]
+    out = torch.empty_like(forward)
+    torch.where(take.narrow(dim, 1, n - 1), forward.narrow(dim, 1, n - 1), forward.narrow(dim, 0, n - 1),
+                out=out.narrow(dim, 1, n - 1))
+    before = forward.narrow(dim, n - 1, 1) if wrap else torch.full_like(forward.narrow(dim, 0, 1), float("nan"))
+    torch.where(take.narrow(dim, 0, 1), forward.narrow(dim, 0, 1), before, out=out.narrow(dim, 0, 1))
+    return out
 
 
 def erp_normals(distance: Tensor) -> Tensor:
@@ -38,30 +66,29 @@ def erp_normals(distance: Tensor) -> Tensor:
     H, W = distance.shape
     valid = torch.isfinite(distance) & (distance > 0)
     d = torch.where(valid, distance, torch.full_like(distance, float("nan")))
-    P = erp_directions(H, W, distance.device, distance.dtype) * d[..., None]  # [H, W, 3]
-    nan = float("nan")
-
-    def rows(x: Tensor, dv: int) -> Tensor:  # x[v + dv], NaN beyond the poles
-        out = torch.full_like(x, nan)
-        if dv > 0:
-            out[:-dv] = x[dv:]
-        else:
-            out[-dv:] = x[:dv]
-        return out
-
-    def jump(other: Tensor) -> Tensor:  # relative distance change to a neighbour; inf where it is invalid
-        j = (other - d).abs_().div_(d)
-        return j.nan_to_num_(nan=float("inf"), posinf=float("inf"))  # d and other are finite, positive or NaN
-
-    j_east, j_west, j_south, j_north = jump(d.roll(-1, 1)), jump(d.roll(1, 1)), jump(rows(d, 1)), jump(rows(d, -1))
-    t_u = _pick(P.roll(-1, 1) - P, P - P.roll(1, 1), j_east, j_west)
-    t_v = _pick(rows(P, 1) - P, P - rows(P, -1), j_south, j_north)
+    # the points on channel planes [3, H, W] (every step below is a plane-wise operation), directions separably
+    lon, lat = erp_pixel_to_lonlat(torch.arange(W, device=d.device, dtype=d.dtype),
+                                   torch.arange(H, device=d.device, dtype=d.dtype), H, W)
+    cos_lat = torch.cos(lat)[:, None]
+    P = torch.empty(3, H, W, device=d.device, dtype=d.dtype)
+    torch.mul(cos_lat * torch.sin(lon)[None, :], d, out=P[0])
+    torch.mul(-torch.sin(lat)[:, None], d, out=P[1])
+    torch.mul(cos_lat * torch.cos(lon)[None, :], d, out=P[2])
+    # distance jumps to the next pixel (+inf where either is invalid); the previous pixel's is the backward jump.
+    # Compared at the same pixel, |d' - d| orders the neighbours as the relative change |d' - d| / d does.
     inf = float("inf")
-    ok_u = torch.minimum(j_east, j_west) < inf
-    ok_v = torch.minimum(j_south, j_north) < inf
-    n = torch.linalg.cross(t_u, t_v, dim=-1)
-    n = torch.where(((n * P).sum(-1) > 0)[..., None], -n, n)  # towards the camera
-    n = n / n.norm(dim=-1, keepdim=True)
-    good = valid & ok_u & ok_v & torch.isfinite(n).all(-1)
-    n = torch.where(good[..., None], n, torch.full_like(n, nan))
-    return n.permute(2, 0, 1)
+    jump_e = _forward_differences(d, -1, True).abs_().nan_to_num_(nan=inf)
+    jump_s = _forward_differences(d, -2, False).abs_().nan_to_num_(nan=inf)
+    jump_w, jump_n = _previous(jump_e, -1, True, inf), _previous(jump_s, -2, False, inf)
+    t_u = _tangent(_forward_differences(P, -1, True), jump_e, jump_w, -1, True)
+    t_v = _tangent(_forward_differences(P, -2, False), jump_s, jump_n, -2, False)
+    n = torch.empty_like(P)  # t_u x t_v
+    torch.sub(t_u[1] * t_v[2], t_u[2] * t_v[1], out=n[0])
+    torch.sub(t_u[2] * t_v[0], t_u[0] * t_v[2], out=n[1])
+    torch.sub(t_u[0] * t_v[1], t_u[1] * t_v[0], out=n[2])
+    # towards the camera, unit length
+    sign = torch.where((n * P).sum(0) > 0, -1.0, 1.0).to(d.dtype)
+    n.mul_(sign / n.square().sum(0).sqrt_())
+    good = valid & (torch.minimum(jump_e, jump_w) < inf) & (torch.minimum(jump_s, jump_n) < inf)
+    good &= torch.isfinite(n).all(0)
+    return torch.where(good, n, torch.full_like(n, float("nan")))
