@@ -240,8 +240,8 @@ class PanoramaPipeline:
         if refined:
             info["refinement"] = refined
         if sky is not None:
-            with timer("sky", dev):  # the output's final mask: halos by colour, the far limit
-                distance, conf, sky = self.sky.finish(distance, conf, sky, rgb)
+            with timer("sky", dev):  # the output's final mask (halos by colour, the far limit), the surfaces next to it
+                distance, conf, sky = self.sky.finish(distance, conf, sky, rgb, cams)
         with timer("scale", dev):
             distance, scaled = self.scale(distance, metric=metric, metric_note=_metric_note(self.predictor))
             scale_info = scaled.info

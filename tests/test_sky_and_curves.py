@@ -92,13 +92,20 @@ def test_outdoor_sky_at_the_network_floor_is_found(runs, street):
     check_street(runs["street_sky"], np.load(street.with_name("distance.npy")), 0.035, 0.98, 0.005)
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet at 512x256 / 128-px faces: measured AbsRel 0.0580, sky recall "
-                   "0.997, surface->sky 0.0055 with the default (affine with noise_floor 0.1, sky halos removed by "
-                   "colour, no refinement; AbsRel 0.0756 without the floor); projection.rotations=2 gives 0.0361 / "
-                   "0.996 / 0.0044 (#12 must-show asks 0.035 / 0.98 / 0.005); the far field's noise floor and blurred "
-                   "edges dominate (README, stitching benchmark)")
+@pytest.mark.xfail(strict=True, reason="not met yet at 512x256 / 128-px faces with the default (one icosahedron): "
+                   "measured AbsRel 0.0512, sky recall 0.997, surface->sky 0.0055 (affine with noise_floor 0.1, sky "
+                   "halos removed by colour, surfaces next to the sky extended, no refinement; 0.0580 before the "
+                   "extension, 0.0756 before the floor); #12 asks 0.035 / 0.98 / 0.005; projection.rotations=2 meets it "
+                   "(next test); per-face warps and curves on the near ground and the far field's noise remain (README)")
 def test_outdoor_with_every_error_model(runs, street):
     check_street(runs["street_combined"][0], np.load(street.with_name("distance.npy")), 0.035, 0.98, 0.005)
+
+
+def test_outdoor_with_every_error_model_at_the_quality_setting(street):
+    """The quality setting (projection.rotations=2: twice the faces, twice the network work; README) meets #12's
+    outdoor bounds on this street with every error model (measured 0.0311 / 0.996 / 0.0044)."""
+    result = run(street, [*COMBINED, "projection.rotations=2"])[0]
+    check_street(result, np.load(street.with_name("distance.npy")), 0.035, 0.98, 0.005)
 
 
 def test_noise_floor_leaves_exact_faces_alone_and_resists_far_field_errors(runs, street):
@@ -134,8 +141,9 @@ def test_noise_floor_leaves_exact_faces_alone_and_resists_far_field_errors(runs,
 
 
 def test_sky_halos_of_blurred_edges_go_by_the_image(runs, street):
-    """fusion.sky.image_band: the halo a blurred facade leaves in the sky joins it by colour; surfaces keep their
-    distances (README benchmark: recall 0.969 -> 0.997 on this street with every error model, AbsRel unchanged)."""
+    """fusion.sky.image_band: the halo a blurred facade leaves in the sky joins it by colour; surfaces are no worse
+    (README benchmark: recall 0.969 -> 0.997 on this street with every error model; AbsRel unchanged, better with the
+    surfaces next to the sky extended, whose band then starts at the snapped boundary)."""
     gt = np.load(street.with_name("distance.npy"))
     gt_sky = torch.from_numpy(np.isposinf(gt))
 
@@ -148,8 +156,21 @@ def test_sky_halos_of_blurred_edges_go_by_the_image(runs, street):
     with_image = scores(runs["street_combined"][0])
     without = scores(run(street, [*COMBINED, "fusion.sky.image_band=0"])[0])
     assert with_image[1] >= 0.98 and with_image[1] > without[1] + 0.01, (with_image, without)
-    assert with_image[0] == pytest.approx(without[0], rel=0.02), (with_image, without)
+    assert with_image[0] <= 1.02 * without[0], (with_image, without)
     assert with_image[2] <= without[2] + 0.001, (with_image, without)
+
+
+def test_surfaces_next_to_the_sky_lose_the_blurred_edge(street):
+    """fusion.sky.edge_band: facade pixels within the networks' blur of the sky carry some of its ~0 disparity (too
+    far, a halo behind every roof line); extended from their surface further in they come back (README benchmark:
+    edge blur alone 0.0208 -> 0.0147 on three streets at this size), and exact faces lose nothing."""
+    gt = np.load(street.with_name("distance.npy"))
+    blur = [*AFFINE, f"{C}edge_blur=0.01", f"{C}infinity_distance=500"]
+    exact = [*AFFINE, f"{C}infinity_distance=500"]
+    on, off = (abs_rel(run(street, [*blur, *x])[0].distance.numpy(), gt) for x in ([], ["fusion.sky.edge_band=0"]))
+    assert on <= 0.8 * off, (on, off)
+    on, off = (abs_rel(run(street, [*exact, *x])[0].distance.numpy(), gt) for x in ([], ["fusion.sky.edge_band=0"]))
+    assert on <= off, (on, off)
 
 
 @pytest.mark.parametrize("run_name", ["street_sky", "street_combined"])

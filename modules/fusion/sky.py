@@ -27,6 +27,8 @@ sky pixels are invalid for blending and refinement, so neither uses them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,10 +36,10 @@ from torch import Tensor
 from ..geometry.cache import DiskCache, ValueCache
 from ..geometry.erp_maps import pad_erp
 from ..geometry.face_boxes import FaceBoxes, boxes_to_erp, cached_erp_face_boxes
-from ..geometry.tangent import erp_to_faces
+from ..geometry.tangent import TangentCameras, erp_to_faces
 from .disparity_curves import face_levels
 from .faces import AlignedFaces, FacePredictions
-from .sky_edges import snap_sky_to_image
+from .sky_edges import extend_surfaces_to_sky, snap_sky_to_image
 
 __all__ = ["SkyDetector", "sanitize_predictions"]
 
@@ -83,13 +85,16 @@ class SkyDetector:
                  vote_threshold: float = 0.5, spread_threshold: float = 0.5, first_pass_threshold: float = 0.1,
                  edge_ratio: float = 0.5, edge_iterations: int = 2, smooth_px: int = 0, detect_height: int = 256, realign: bool = True,
                  weight_power: float = 1.0, far_limit: float | None = 50.0, cache_dir: str | None = None,
-                 image_band: int = 2, image_window: int = 6, image_both_ways: bool = False):
+                 image_band: int = 2, image_window: int = 6, image_both_ways: bool = False,
+                 edge_band: float = 1.5, edge_grazing: float = 0.3):
         if not 0 < vote_threshold <= 1:
             raise ValueError(f"vote_threshold must be in (0, 1], got {vote_threshold}")
         if detect_height < 8:
             raise ValueError(f"detect_height must be >= 8, got {detect_height}")
         if image_band < 0 or (image_band > 0 and image_window <= image_band):
             raise ValueError(f"image_band must be >= 0 and image_window > image_band, got {image_band}, {image_window}")
+        if edge_band < 0 or edge_grazing < 0:
+            raise ValueError(f"edge_band and edge_grazing must be >= 0, got {edge_band}, {edge_grazing}")
         if far_limit is not None and not far_limit > 1:
             raise ValueError(f"far_limit must be > 1 or null, got {far_limit}")
         self.enabled = bool(enabled)
@@ -112,11 +117,13 @@ class SkyDetector:
         self.image_band = int(image_band)
         self.image_window = int(image_window)
         self.image_both_ways = bool(image_both_ways)
+        self.edge_band = float(edge_band)
+        self.edge_grazing = float(edge_grazing)
 
     def describe(self) -> dict:
         return {"enabled": self.enabled, "raw_threshold": self.raw_threshold,
                 "aligned_threshold": self.aligned_threshold, "vote_threshold": self.vote_threshold,
-                "far_limit": self.far_limit, "image_band": self.image_band}
+                "far_limit": self.far_limit, "image_band": self.image_band, "edge_band": self.edge_band}
 
     def raw_candidates(self, pred: FacePredictions, threshold: float | None = None,
                        level: Tensor | None = None) -> Tensor:
@@ -238,20 +245,36 @@ class SkyDetector:
         cams = pred.cameras.to(pred.disparity.device, pred.disparity.dtype)
         return erp_to_faces(sky.to(pred.disparity.dtype)[None, None], cams, antialias=False)[0, :, 0] > 0.5
 
-    def finish(self, distance: Tensor, confidence: Tensor, sky: Tensor,
-               image: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """The final sky mask of the output: ``sky`` with its boundary snapped to ``image`` (the panorama [3, H, W],
-        when given and ``image_band`` > 0; :meth:`_snap_to_image`), plus pixels beyond ``far_limit`` x the median
-        surface distance; then :meth:`apply`. distance, confidence, sky: [H, W]. Returns distance, confidence and the
-        mask (with ``image_both_ways``, pixels given back to the surfaces keep the blend's distance, filled from
-        their neighbours, and its confidence)."""
+    def finish(self, distance: Tensor, confidence: Tensor, sky: Tensor, image: Tensor | None = None,
+               cameras: TangentCameras | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The final sky mask of the output and the surfaces next to it: ``sky`` with its boundary snapped to
+        ``image`` (the panorama [3, H, W], when given and ``image_band`` > 0; :meth:`_snap_to_image`), plus pixels
+        beyond ``far_limit`` x the median surface distance; the surface pixels within ``edge_band`` face pixels of it
+        freed of the sky's share in their disparity (:func:`~modules.fusion.sky_edges.extend_surfaces_to_sky`; needs
+        ``cameras``, the faces the band is measured in); then :meth:`apply`. distance, confidence, sky: [H, W].
+        Returns distance, confidence and the mask (with ``image_both_ways``, pixels given back to the surfaces keep
+        the blend's distance, filled from their neighbours, and its confidence)."""
         if image is not None and self.image_band > 0 and self.enabled:
             sky = self._snap_to_image(sky, image.to(sky.device))
         if self.far_limit is not None:
             surface = ~sky & torch.isfinite(distance) & (distance > 0)
             if bool(surface.any()):
                 sky = sky | (surface & (distance > self.far_limit * distance[surface].median()))
+        band = self.edge_band_pixels(cameras, distance.shape[0]) if self.enabled else 0
+        if band > 0 and bool(sky.any()):
+            # a surface pixel kept out of the sky has at most ~1 - edge_ratio of the sky's share
+            max_gain = 1.0 / self.edge_ratio if self.edge_ratio > 0 else float("inf")
+            inv = extend_surfaces_to_sky(1.0 / distance, sky, band, self.edge_grazing, max_gain)
+            distance = torch.where(sky, distance, 1.0 / inv)
         return (*self.apply(distance, confidence, sky), sky)
+
+    def edge_band_pixels(self, cameras: TangentCameras | None, height: int) -> int:
+        """``edge_band`` face pixels in pixels of an ERP map ``height`` rows tall (the faces' pixels at their centre,
+        the coarsest of the set; 0 without cameras)."""
+        if cameras is None or self.edge_band <= 0:
+            return 0
+        face_pixel = float((2.0 * cameras.tan_half_fov).max()) / cameras.size  # radians at the face centre
+        return int(round(self.edge_band * face_pixel / (math.pi / height)))
 
     def _snap_to_image(self, sky: Tensor, image: Tensor) -> Tensor:
         """:func:`~modules.fusion.sky_edges.snap_sky_to_image` at ``detect_height`` (where the mask was found; the

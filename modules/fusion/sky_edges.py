@@ -1,4 +1,5 @@
-"""The sky's boundary snapped to the image: which side of a blurred depth edge a pixel is on, decided by its colour.
+"""The sky's boundary, cleaned up after the predictions: which side of a blurred depth edge a pixel is on (decided by
+its colour), and the surface pixels next to the sky freed of the sky's share in their disparity.
 
 Networks smear depth edges, so the sky mask found from the predictions (:mod:`modules.fusion.sky`) is uncertain a few
 pixels either side of its boundary: a halo of sky pixels that carry some of a facade's disparity comes out as surface
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from ..geometry.erp_maps import pad_erp
 
-__all__ = ["snap_sky_to_image"]
+__all__ = ["snap_sky_to_image", "extend_surfaces_to_sky"]
 
 
 def _box_sum(x: Tensor, r: int) -> Tensor:
@@ -74,4 +75,85 @@ def snap_sky_to_image(sky: Tensor, image: Tensor, band: int, window: int, both_w
     out = sky | (decide & (to_sky < to_surface))
     if both_ways:
         out = out & ~(decide & (to_surface < to_sky))  # ties keep their label
+    return out
+
+
+def _bilinear_erp(x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """x [H, W] sampled bilinearly at pixel coordinates (u column, v row; pixel centres at integers), columns
+    wrapping around, NaN beyond the first / last row's centre and wherever a texel used is NaN. u, v: any shape."""
+    H, W = x.shape
+    u0, v0 = u.floor(), v.floor()
+    fu, fv = u - u0, v - v0
+    u0, v0 = u0.long(), v0.long()
+    nan = torch.full((), float("nan"), dtype=x.dtype, device=x.device)
+
+    def at(vv: Tensor, uu: Tensor) -> Tensor:
+        inside = (vv >= 0) & (vv < H)
+        return torch.where(inside, x[vv.clamp(0, H - 1), uu % W], nan)
+
+    return ((at(v0, u0) * (1 - fu) + at(v0, u0 + 1) * fu) * (1 - fv)
+            + (at(v0 + 1, u0) * (1 - fu) + at(v0 + 1, u0 + 1) * fu) * fv)
+
+
+def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing: float,
+                           max_gain: float = 2.0) -> Tensor:
+    """Undo the sky's share in the surface pixels next to it.
+
+    Networks blur depth edges over a few of their own pixels, and the sky's disparity is ~0, so a facade pixel within
+    that blur of the sky carries a mixture: its inverse distance is too low (too far; a halo of floating points
+    behind every roof line and tree top), never too high. Each surface pixel within ``band`` pixels of the sky takes
+    the value its surface has further in, extrapolated to it: along the direction away from the sky (the gradient
+    of the box-smoothed sky mask), 5 x 5 samples (5 depths starting ``band`` + 1 pixels from the boundary, 5 offsets
+    across, spacing band / 5 and band / 10 pixels) fit a line in depth, evaluated at the pixel. One-sided: the pixel
+    keeps the larger of its own and the extrapolated inverse distance, so nothing moves farther. Grazing surfaces
+    are left alone (the ground toward the horizon, whose distance changes by more across the band than the blur's
+    share): where the line's change over the extrapolated distance exceeds ``grazing`` x the extrapolated value, or
+    any sample is sky or beyond the poles. A pixel whose extrapolated value exceeds ``max_gain`` x its own keeps its
+    own too: it would be more sky than surface (the sky detector's ``edge_ratio`` sends those to the sky), so the
+    samples are more likely another, nearer surface (a far roof above a near one) than its own.
+
+    Args:
+        inv_distance: [H, W] inverse distance (any value where ``sky``).
+        sky: [H, W] bool.
+        band: pixels (of this map) next to the sky that are re-estimated (0: no change).
+        grazing: see above (e.g. 0.3).
+        max_gain: see above (> 1; e.g. 2).
+    Returns:
+        [H, W] inverse distance (``inv_distance`` outside the band; the same tensor when nothing changes).
+    """
+    if band <= 0 or not bool(sky.any()) or bool(sky.all()):
+        return inv_distance
+    H, W = sky.shape
+    dt = inv_distance.dtype if inv_distance.dtype == torch.float64 else torch.float32
+    # box-smoothed sky share s (radius band): for a straight boundary at distance delta from a pixel centre,
+    # s = (band + 0.5 - delta) / (2 band + 1), which gives each pixel's depth into the surface; its gradient points
+    # into the sky
+    k = 2 * band + 1
+    share = _box_sum(sky[None].to(dt), band)[0].to(dt) / (k * k)
+    in_band = ~sky & (share > 0)
+    if not bool(in_band.any()):
+        return inv_distance
+    gv, gu = torch.gradient(pad_erp(share[None, None], 1)[0, 0])
+    gv, gu = gv[1:-1, 1:-1], gu[1:-1, 1:-1]
+    v, u = torch.nonzero(in_band, as_tuple=True)
+    nv, nu = -gv[v, u], -gu[v, u]
+    norm = torch.sqrt(nv * nv + nu * nu)
+    ok = norm > 0
+    nv, nu = nv / norm.clamp_min(1e-12), nu / norm.clamp_min(1e-12)
+    depth = (band + 0.5 - share[v, u] * k + 0.5).clamp(1, band)  # ~ pixels to the sky (1: touching it)
+    step, across = band / 5.0, band / 10.0
+    t = (band + 1 - depth)[:, None] + step * torch.arange(5, device=sky.device, dtype=dt)[None, :]  # [N, 5]
+    s = across * torch.arange(-2, 3, device=sky.device, dtype=dt)  # [5]
+    m = torch.where(sky, torch.full_like(inv_distance, float("nan")), inv_distance).to(dt)
+    uu = u.to(dt)[:, None, None] + t[:, None, :] * nu[:, None, None] - s[None, :, None] * nv[:, None, None]
+    vv = v.to(dt)[:, None, None] + t[:, None, :] * nv[:, None, None] + s[None, :, None] * nu[:, None, None]
+    vals = _bilinear_erp(m, uu, vv).mean(1)  # [N, 5] mean across, per depth
+    tm, vm = t.mean(1), vals.mean(1)
+    slope = ((t - tm[:, None]) * (vals - vm[:, None])).sum(1) / ((t - tm[:, None]) ** 2).sum(1)
+    slope = slope.clamp_min(0)  # a surface that recedes toward the sky is extended flat
+    extrapolated = vm - slope * tm
+    here = m[v, u]
+    ok = ok & torch.isfinite(vals).all(1) & (slope * tm <= grazing * extrapolated) & (extrapolated <= max_gain * here)
+    out = inv_distance.clone()
+    out[v[ok], u[ok]] = torch.maximum(here[ok], extrapolated[ok]).to(out.dtype)
     return out
