@@ -34,6 +34,18 @@ def _box_sum(x: Tensor, r: int) -> Tensor:
     return (c[:, k:, k:] - c[:, :-k, k:] - c[:, k:, :-k] + c[:, :-k, :-k])
 
 
+def _box_count(mask: Tensor, r: int) -> Tensor:
+    """How many pixels of mask [H, W] (bool) lie in each (2r + 1)^2 window (columns wrap, rows replicate at the
+    poles): separable cumulative sums in int32 (exact; a quarter of the float64 integral image's memory)."""
+    x = mask.to(torch.int32)
+    x = torch.cat((x[:, -r:], x, x[:, :r]), 1)
+    c = F.pad(torch.cumsum(x, 1, dtype=torch.int32), (1, 0))
+    x = c[:, 2 * r + 1:] - c[:, :-2 * r - 1]  # [H, W] row sums
+    x = torch.cat((x[:1].expand(r, -1), x, x[-1:].expand(r, -1)), 0)
+    c = F.pad(torch.cumsum(x, 0, dtype=torch.int32), (0, 0, 1, 0))
+    return c[2 * r + 1:] - c[:-2 * r - 1]
+
+
 def _dilate(mask: Tensor, r: int) -> Tensor:
     """[H, W] bool grown by r pixels (square window, ERP wrap-around), separably."""
     x = pad_erp(mask[None, None].to(torch.float32), r)
@@ -95,6 +107,10 @@ def _bilinear_erp(x: Tensor, u: Tensor, v: Tensor) -> Tensor:
             + (at(v0 + 1, u0) * (1 - fu) + at(v0 + 1, u0 + 1) * fu) * fv)
 
 
+#: band pixels sampled at a time (bounds the temporaries to ~100 MB)
+_CHUNK = 1 << 17
+
+
 def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing: float,
                            max_gain: float = 2.0) -> Tensor:
     """Undo the sky's share in the surface pixels next to it.
@@ -129,14 +145,15 @@ def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing
     # s = (band + 0.5 - delta) / (2 band + 1), which gives each pixel's depth into the surface; its gradient points
     # into the sky
     k = 2 * band + 1
-    share = _box_sum(sky[None].to(dt), band)[0].to(dt) / (k * k)
+    share = _box_count(sky, band).to(dt).div_(k * k)
     in_band = ~sky & (share > 0)
     if not bool(in_band.any()):
         return inv_distance
-    gv, gu = torch.gradient(pad_erp(share[None, None], 1)[0, 0])
-    gv, gu = gv[1:-1, 1:-1], gu[1:-1, 1:-1]
     v, u = torch.nonzero(in_band, as_tuple=True)
-    nv, nu = -gv[v, u], -gu[v, u]
+    # central differences of the share at the band pixels (columns wrap, rows clamp), pointing away from the sky
+    up, down = (v - 1).clamp_min(0), (v + 1).clamp_max(H - 1)
+    nv = share[up, u] - share[down, u]
+    nu = share[v, (u - 1) % W] - share[v, (u + 1) % W]
     norm = torch.sqrt(nv * nv + nu * nu)
     ok = norm > 0
     nv, nu = nv / norm.clamp_min(1e-12), nu / norm.clamp_min(1e-12)
@@ -145,9 +162,12 @@ def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing
     t = (band + 1 - depth)[:, None] + step * torch.arange(5, device=sky.device, dtype=dt)[None, :]  # [N, 5]
     s = across * torch.arange(-2, 3, device=sky.device, dtype=dt)  # [5]
     m = torch.where(sky, torch.full_like(inv_distance, float("nan")), inv_distance).to(dt)
-    uu = u.to(dt)[:, None, None] + t[:, None, :] * nu[:, None, None] - s[None, :, None] * nv[:, None, None]
-    vv = v.to(dt)[:, None, None] + t[:, None, :] * nv[:, None, None] + s[None, :, None] * nu[:, None, None]
-    vals = _bilinear_erp(m, uu, vv).mean(1)  # [N, 5] mean across, per depth
+    vals = torch.empty_like(t)  # [N, 5] mean across, per depth; in chunks (an 8K panorama has ~10^6 band pixels)
+    for i in range(0, len(v), _CHUNK):
+        c = slice(i, i + _CHUNK)
+        uu = u[c].to(dt)[:, None, None] + t[c, None, :] * nu[c, None, None] - s[None, :, None] * nv[c, None, None]
+        vv = v[c].to(dt)[:, None, None] + t[c, None, :] * nv[c, None, None] + s[None, :, None] * nu[c, None, None]
+        vals[c] = _bilinear_erp(m, uu, vv).mean(1)
     tm, vm = t.mean(1), vals.mean(1)
     slope = ((t - tm[:, None]) * (vals - vm[:, None])).sum(1) / ((t - tm[:, None]) ** 2).sum(1)
     slope = slope.clamp_min(0)  # a surface that recedes toward the sky is extended flat
