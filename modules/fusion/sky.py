@@ -152,22 +152,41 @@ class SkyDetector:
         """
         inv = aligned.inv_distance
         surface = aligned.valid & ~candidates
-        ref = inv[surface].median() if bool(surface.any()) else inv.new_tensor(1.0)
+        # the median of inv[surface] (finite there), without gathering the surface pixels
+        ref = torch.where(surface, inv, float("nan")).nanmedian() if bool(surface.any()) else inv.new_tensor(1.0)
         level = self.aligned_threshold * ref
-        fin = finite.to(inv.dtype)
-        cand = (candidates & finite).to(inv.dtype)
-        non = fin - cand
-        low = (~(inv > level)).to(inv.dtype) * non
-        x = torch.where(torch.isfinite(inv), inv, torch.zeros_like(inv))
         boxes = self._samples(aligned, height)
-        if bool(candidates.any()):
-            num = F.avg_pool2d(F.pad((x * cand)[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
-            den = F.avg_pool2d(F.pad(cand[:, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[:, 0]
-            xs = num / den.clamp_min(1e-12)
-            maps = torch.stack((fin, non, low, cand, cand * xs, cand * xs * xs, fin * x), 1)
-            erp, _ = boxes_to_erp(maps, boxes)
+        # the per-face maps built one face at a time into one buffer, splatted before the next (the stack of all
+        # faces' maps, [F, 7, S, S], was ~150 MB of fresh memory a call at 20 faces of 512 px)
+        has_cand = bool(candidates.any())
+        S = inv.shape[-1]
+        buf = inv.new_empty(7 if has_cand else 4, S, S)
+        fin, non, low = buf[0], buf[1], buf[2]
+        x, x_fill = inv.new_empty(S, S), inv.new_zeros(())
+
+        def face_maps(f: int) -> Tensor:
+            fin.copy_(finite[f])
+            torch.where(torch.isfinite(inv[f]), inv[f], x_fill, out=x)
+            if has_cand:
+                cand = buf[3]
+                cand.copy_(candidates[f] & finite[f])
+                torch.sub(fin, cand, out=non)
+                torch.mul(cand, x, out=buf[6])  # scratch: x * cand for the 5 x 5 mean
+                num = F.avg_pool2d(F.pad(buf[6][None, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[0, 0]
+                den = F.avg_pool2d(F.pad(cand[None, None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[0, 0]
+                xs = num.div_(den.clamp_min_(1e-12))
+                torch.mul(cand, xs, out=buf[4])
+                torch.mul(buf[4], xs, out=buf[5])
+            else:
+                non.copy_(fin)  # fin - 0
+            low.copy_(~(inv[f] > level)).mul_(non)
+            torch.mul(fin, x, out=buf[-1])
+            return buf
+
+        if has_cand:
+            erp, _ = boxes_to_erp(face_maps, boxes)
         else:  # no raw candidate: the candidate channels are 0 everywhere (what splatting zeros gives)
-            part, _ = boxes_to_erp(torch.stack((fin, non, low, fin * x), 1), boxes)
+            part, _ = boxes_to_erp(face_maps, boxes)
             zero = torch.zeros_like(part[0])
             erp = torch.stack((part[0], part[1], part[2], zero, zero, zero, part[3]))
         if self.smooth_px > 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 from dataclasses import dataclass
 
 import torch
@@ -197,34 +198,47 @@ def cached_erp_face_boxes(cameras: TangentCameras, height: int, width: int, weig
                     cameras.R_world_from_face.device, encode=encode, decode=decode)
 
 
-def splat_boxes(face_maps: Tensor, boxes: FaceBoxes) -> Tensor:
+def splat_boxes(face_maps: Tensor | Callable[[int], Tensor], boxes: FaceBoxes) -> Tensor:
     """Per ERP pixel, the sum over the faces that see it of border weight x bilinear sample of ``face_maps`` (edge
     pixels replicated): :func:`~modules.geometry.tangent.splat_faces` by boxes.
 
     Args:
-        face_maps: [F, C, S, S].
+        face_maps: [F, C, S, S]; or a function of the face index f returning face f's maps [C, S, S], called once
+            per face in order and read before the next call (it may refill one buffer: the maps of all faces never
+            exist at once).
     Returns:
         [C, H * W] weighted sums.
     """
-    Fn, C = face_maps.shape[:2]
-    if Fn != boxes.num_faces:
-        raise ValueError(f"face_maps has {Fn} faces, the boxes {boxes.num_faces}")
-    acc = torch.zeros(C, boxes.height, boxes.width, dtype=face_maps.dtype, device=face_maps.device)
-    for f in range(Fn):
+    if callable(face_maps):
+        maps_of = face_maps
+    else:
+        if face_maps.shape[0] != boxes.num_faces:
+            raise ValueError(f"face_maps has {face_maps.shape[0]} faces, the boxes {boxes.num_faces}")
+
+        def maps_of(f: int) -> Tensor:
+            return face_maps[f]
+    acc = None
+    for f in range(boxes.num_faces):
         bounds, grid, w = boxes.face(f)
         if grid.numel() == 0:
             continue
-        out = F.grid_sample(face_maps[f:f + 1], grid[None].to(face_maps.dtype), mode="bilinear",
-                            padding_mode="border", align_corners=False)[0]  # [C, bh, bw]
-        _add_box(acc, out.mul_(w.to(face_maps.dtype)), bounds)
-    return acc.view(C, -1)
+        maps = maps_of(f)
+        if acc is None:
+            acc = torch.zeros(maps.shape[0], boxes.height, boxes.width, dtype=maps.dtype, device=maps.device)
+        out = F.grid_sample(maps[None], grid[None].to(maps.dtype), mode="bilinear", padding_mode="border",
+                            align_corners=False)[0]  # [C, bh, bw]
+        _add_box(acc, out.mul_(w.to(maps.dtype)), bounds)
+    if acc is None:  # no face sees any pixel
+        maps = maps_of(0)
+        acc = torch.zeros(maps.shape[0], boxes.height, boxes.width, dtype=maps.dtype, device=maps.device)
+    return acc.view(acc.shape[0], -1)
 
 
-def boxes_to_erp(face_maps: Tensor, boxes: FaceBoxes) -> tuple[Tensor, Tensor]:
+def boxes_to_erp(face_maps: Tensor | Callable[[int], Tensor], boxes: FaceBoxes) -> tuple[Tensor, Tensor]:
     """Blend face images into the ERP grid (weighted mean over the faces that see each pixel), by boxes.
 
     Args:
-        face_maps: [F, C, S, S].
+        face_maps: [F, C, S, S], or a function of the face index (:func:`splat_boxes`).
     Returns:
         erp: [C, H, W] (0 where no weight), weight_sum: [H, W].
     """
