@@ -102,8 +102,9 @@ def overlap_observations(pred: FacePredictions, samples: FaceSamples, a: Tensor,
     """Each sample's disparity [N] (float64) and each pair's weight [M]: the two border weights and predictor
     confidences (geometric mean) times the pixel's solid angle (ERP rows near the poles are oversampled)."""
     # sampled in float64 from the float32 faces' texels (no float64 copy of every face pixel)
-    values = gather_bilinear(torch.stack((pred.disparity, pred.confidence), 1), samples.face_index, samples.face_xy)
-    disp, conf = values[:, 0], values[:, 1].clamp(0, 1)
+    # one map at a time ([F, 1, S, S] views): no stacked copy of both maps
+    disp = gather_bilinear(pred.disparity[:, None], samples.face_index, samples.face_xy)[:, 0]
+    conf = gather_bilinear(pred.confidence[:, None], samples.face_index, samples.face_xy)[:, 0].clamp(0, 1)
     H = samples.height
     solid = erp_pixel_solid_angle(H, 2 * H, dtype=torch.float64, device=disp.device)[:, 0]
     row = torch.div(samples.erp_index, 2 * H, rounding_mode="floor")
@@ -132,13 +133,19 @@ def huber_weights(est_a: Tensor, est_b: Tensor, use: Tensor, huber_k: float,
     """
     m = 0.5 * (est_a.abs() + est_b.abs())
     use = use & (m > 0)
-    if noise_floor > 0 and bool(use.any()):
-        m0 = noise_floor * m[use].median()
+    any_use = bool(use.any())
+    nan = m.new_tensor(float("nan"))
+    # medians over the used pairs as nanmedian of the rest set to NaN (the same value as median of the gathered
+    # entries, which are never NaN: m > 0 there), without gathering them
+    if noise_floor > 0 and any_use:
+        m0 = noise_floor * torch.where(use, m, nan).nanmedian()
         m = torch.sqrt(m * m + m0 * m0)
-    rel = torch.where(use, (est_a - est_b) / m.clamp_min(1e-30), torch.zeros_like(m))
-    sigma = MAD_TO_SIGMA * rel[use].abs().median().clamp_min(1e-12) if bool(use.any()) else rel.new_tensor(1.0)
-    robust = robust_weights(rel.abs(), huber_k * sigma, "huber")
-    return torch.where(use, robust, torch.zeros_like(robust)), m, sigma
+    rel = torch.where(use, (est_a - est_b) / m.clamp_min(1e-30), 0.0)
+    abs_rel = rel.abs()
+    sigma = (MAD_TO_SIGMA * torch.where(use, abs_rel, nan).nanmedian().clamp_min(1e-12) if any_use
+             else rel.new_tensor(1.0))
+    robust = robust_weights(abs_rel, huber_k * sigma, "huber")
+    return torch.where(use, robust, 0.0), m, sigma
 
 
 def _solve_gauged(M: Tensor, gauge: Tensor, ridge: float) -> Tensor:
@@ -147,6 +154,11 @@ def _solve_gauged(M: Tensor, gauge: Tensor, ridge: float) -> Tensor:
     A = M + ridge * (M.diagonal().mean().clamp_min(1e-30)) * torch.eye(n, dtype=M.dtype, device=M.device)
     y = torch.linalg.solve(A, gauge)
     return y / (gauge @ y)
+
+
+#: the 10 distinct entries (i <= j) of a symmetric 4 x 4 block, and where each of the 16 entries is among them
+_UPPER = [(i, j) for i in range(4) for j in range(i, 4)]
+_FULL_FROM_UPPER = [_UPPER.index((min(i, j), max(i, j))) for i in range(4) for j in range(4)]
 
 
 class GlobalAffineAlignment(Alignment):
@@ -216,6 +228,7 @@ class GlobalAffineAlignment(Alignment):
         block_cols = cols[:, None, :].expand(-1, 4, 4).reshape(-1)
         return samples, first, second, pair_type, (block_rows, block_cols, len(types))
 
+
     def solve(self, pred: FacePredictions) -> tuple[Tensor, Tensor, Tensor, dict]:
         """Returns scale [F], shift [F], keep [F] bool (float64 / bool) and a report."""
         samples, a, b, pair_type, (block_rows, block_cols, num_types) = self._samples(pred)
@@ -228,7 +241,12 @@ class GlobalAffineAlignment(Alignment):
         coef = torch.stack((c[a] * disp[a], c[a], -c[b] * disp[b], -c[b]), 1)  # [M, 4]
         finite = torch.isfinite(coef).all(1)
         coef = torch.where(finite[:, None], coef, torch.zeros_like(coef))
-        outer = (coef[:, :, None] * coef[:, None, :]).reshape(-1, 16)  # [M, 16], reused every iteration
+        # the 10 distinct products of each pair's symmetric 4 x 4 block, [M, 10], reused every iteration
+        outer = coef.new_empty(coef.shape[0], len(_UPPER))
+        for k, (i, j) in enumerate(_UPPER):
+            torch.mul(coef[:, i], coef[:, j], out=outer[:, k])
+        weighted = torch.empty_like(outer)  # outer x each iteration's pair weights, one buffer for every iteration
+        full = torch.tensor(_FULL_FROM_UPPER, device=dev)
         keep = torch.ones(Fn, dtype=torch.bool, device=dev)
         # faces without a single usable overlap sample (all sky / masked) are not in the solve: in the gauge (mean
         # scale 1) they would hold the whole scale while the faces with data collapse to the trivial all-zero fit
@@ -242,28 +260,32 @@ class GlobalAffineAlignment(Alignment):
         x[0::2] = 1.0
         sigma = None
         report: dict = {"pairs": int(a.numel()), "dropped_faces": []}
+        face2 = 2 * face
+        est_raw = c * disp  # the first pass's inverse distance (raw disparity: only its scale matters)
         for _attempt in range(Fn):
+            # what stays the same through the iterations of an attempt: the pairs in use, the solved faces, the gauge
+            pairs_used = finite & keep[fa] & keep[fb]
+            solved = keep & has_data
+            dropped = (~solved).repeat_interleave(2)
+            gauge = torch.zeros(2 * Fn, dtype=torch.float64, device=dev)
+            gauge[0::2] = solved.double()
+            n_solved = solved.double().sum()
             for it in range(self.irls_iterations):
-                # current inverse distance of every sample (raw disparity on the first pass: only its scale matters)
-                est = c * disp if it == 0 else c * (x[2 * face] * disp + x[2 * face + 1])
-                robust, m, sigma = huber_weights(est[a], est[b], finite & keep[fa] & keep[fb], self.huber_k,
-                                                 self.noise_floor)
+                # current inverse distance of every sample
+                est = est_raw if it == 0 else c * (x[face2] * disp + x[face2 + 1])
+                robust, m, sigma = huber_weights(est[a], est[b], pairs_used, self.huber_k, self.noise_floor)
                 if it == 0:
                     robust = (robust > 0).to(robust.dtype)  # plain least squares on the first pass
                 w = w_pair * robust / (m * m).clamp_min(1e-30)
-                blocks = torch.zeros(num_types, 16, dtype=torch.float64, device=dev)
-                blocks.index_add_(0, pair_type, outer * w[:, None])
+                upper = torch.zeros(num_types, 10, dtype=torch.float64, device=dev)
+                upper.index_add_(0, pair_type, torch.mul(outer, w[:, None], out=weighted))
                 M = torch.zeros(2 * Fn, 2 * Fn, dtype=torch.float64, device=dev)
-                M.index_put_((block_rows, block_cols), blocks.reshape(-1), accumulate=True)
+                M.index_put_((block_rows, block_cols), upper[:, full].reshape(-1), accumulate=True)
                 # dropped faces: pin them (identity rows) so the system stays regular; their values are unused
-                solved = keep & has_data
-                dropped = (~solved).repeat_interleave(2)
                 M[dropped, :] = 0
                 M[:, dropped] = 0
                 M[dropped, dropped] = 1.0
-                gauge = torch.zeros(2 * Fn, dtype=torch.float64, device=dev)
-                gauge[0::2] = solved.double()
-                x = _solve_gauged(M, gauge, self.ridge) * solved.double().sum()
+                x = _solve_gauged(M, gauge, self.ridge) * n_solved
                 report["iterations"] = it + 1
             scales = x[0::2]
             median_scale = scales[keep & has_data].median()
