@@ -67,8 +67,10 @@ class AlignedFaces:
         dtype = pred.disparity.dtype
         if scale.dim() == 1:
             scale, shift, keep = scale[:, None, None], shift[:, None, None], keep[:, None, None]
-        inv = _face_cos(pred.cameras, pred.disparity.device, dtype) * (
-            scale.to(dtype) * pred.disparity + shift.to(dtype)
-        )
-        valid = keep & torch.isfinite(inv) & (inv > 0)
+        # in place into one [F, S, S] buffer (each fresh full-size temporary costs page faults on the CPU)
+        inv = torch.mul(pred.disparity, scale.to(dtype)).add_(shift.to(dtype))
+        inv.mul_(_face_cos(pred.cameras, pred.disparity.device, dtype))
+        valid = inv > 0  # finite and positive: NaN and -inf fail > 0, +inf fails < inf
+        valid &= inv < float("inf")
+        valid &= keep
         return AlignedFaces(inv, valid, pred.confidence, pred.cameras, info)
