@@ -1,11 +1,12 @@
-"""ERP <- face splatting by boxes: each face's gnomonic projection evaluated on the ERP pixels of its bounding box.
+"""ERP <- face splatting by boxes: each face's gnomonic projection evaluated on the ERP pixels of a few boxes.
 
 The direct formulation of :class:`~modules.geometry.tangent.FaceSamples` for splatting: the same (ERP pixel, face)
 pairs - the pixels of the face's row/column bounds (:func:`~modules.geometry.tangent.face_bounds`) whose ray lies
-inside the face's square - but stored densely per face, as the plane coordinates and border weight of every pixel of
-the box (weight 0 where the face does not see the pixel). Splatting is then one ``grid_sample`` per face into its box
-and one slice addition into the ERP grid (columns wrap): no pixel index list, no sort, no scatter with random indices,
-no padded "grouped layout". The plane coordinates are computed separably from the rows' latitudes and the columns'
+inside the face's square - but stored densely per box, as the plane coordinates and border weight of every pixel of
+the box (weight 0 where the face does not see the pixel). A face's rows are cut into bands, each boxed with the columns
+its pixels use (around the seam where they wrap): a face holding a pole spans every column only near it. Splatting is
+then one ``grid_sample`` per box and one slice addition into the ERP grid (columns wrap): no pixel index list, no
+sort, no scatter with random indices, no padded "grouped layout". The plane coordinates are computed separably from the rows' latitudes and the columns'
 longitudes (``R^T d`` with d = (cos lat sin lon, -sin lat, cos lat cos lon)), so building the boxes is a handful of
 elementwise operations per box pixel; they equal the table's to float rounding (``tests/test_face_boxes.py``).
 
@@ -29,17 +30,26 @@ from .spherical import erp_row_latitudes
 from .face_sampling import face_bounds
 from .tangent import TangentCameras
 
-__all__ = ["FaceBoxes", "erp_face_boxes", "cached_erp_face_boxes", "splat_boxes", "boxes_to_erp"]
+__all__ = ["BANDS_PER_FACE", "FaceBoxes", "erp_face_boxes", "cached_erp_face_boxes", "splat_boxes", "boxes_to_erp"]
+
+
+#: row bands per face: each band of a face's rows gets the columns its pixels use (a face holding a pole spans every
+#: column near the pole, far fewer further away): at 20 faces of 512 px and 2048x1024, 8 bands hold 0.71 of the
+#: pixels one box per face holds (the pixels the faces see are 0.63 of it)
+BANDS_PER_FACE = 8
 
 
 @dataclass(frozen=True)
 class FaceBoxes:
-    """Per face f, the ERP box rows ``v0:v1`` x columns ``u0:u1`` (taken modulo W; ``u1 - u0 <= W``) and, for every
-    pixel of the box (row-major), its plane coordinates in face f and its border weight.
+    """ERP boxes, a few per face (one per band of the face's rows, :data:`BANDS_PER_FACE`), each box rows ``v0:v1`` x
+    columns ``u0:u1`` (taken modulo W; ``u1 - u0 <= W``) holding every ERP pixel of those rows that its face sees
+    and, for every pixel of the box (row-major), its plane coordinates in the face and its border weight.
 
     Attributes:
-        bounds: [F, 4] int64 on the CPU: (v0, v1, u0, u1) per face.
-        grid: [N, 2] plane coordinates (xn, yn) (grid_sample, align_corners=False) of every box pixel, face-major;
+        bounds: [B, 4] int64 on the CPU: (v0, v1, u0, u1) per box.
+        box_face: [B] int64 on the CPU: the face of each box, ascending (a face's boxes are consecutive and do not
+            overlap).
+        grid: [N, 2] plane coordinates (xn, yn) (grid_sample, align_corners=False) of every box pixel, box-major;
             (0, 0) where the face does not see the pixel.
         weight: [N] border weight, > 0 exactly where the face sees the pixel (the pairs of ``FaceSamples``).
         height, width: ERP size.
@@ -47,6 +57,7 @@ class FaceBoxes:
     """
 
     bounds: Tensor
+    box_face: Tensor
     grid: Tensor
     weight: Tensor
     height: int
@@ -62,12 +73,21 @@ class FaceBoxes:
             out.append(out[-1] + int(s))
         return out
 
-    def face(self, f: int) -> tuple[tuple[int, int, int, int], Tensor, Tensor]:
-        """Face f's bounds (v0, v1, u0, u1), grid [bh, bw, 2] and weight [bh, bw] (views)."""
-        v0, v1, u0, u1 = (int(x) for x in self.bounds[f].tolist())
-        a, b = self._offsets[f], self._offsets[f + 1]
+    @functools.cached_property
+    def _boxes(self) -> list[tuple[int, tuple[int, int, int, int]]]:
+        return [(int(f), (int(v0), int(v1), int(u0), int(u1)))
+                for f, (v0, v1, u0, u1) in zip(self.box_face.tolist(), self.bounds.tolist())]
+
+    def box(self, i: int) -> tuple[int, tuple[int, int, int, int], Tensor, Tensor]:
+        """Box i's face, bounds (v0, v1, u0, u1), grid [bh, bw, 2] and weight [bh, bw] (views)."""
+        f, (v0, v1, u0, u1) = self._boxes[i]
+        a, b = self._offsets[i], self._offsets[i + 1]
         shape = (v1 - v0, u1 - u0)
-        return (v0, v1, u0, u1), self.grid[a:b].view(*shape, 2), self.weight[a:b].view(shape)
+        return f, (v0, v1, u0, u1), self.grid[a:b].view(*shape, 2), self.weight[a:b].view(shape)
+
+    @property
+    def num_boxes(self) -> int:
+        return int(self.bounds.shape[0])
 
     @functools.cached_property
     def weight_sum(self) -> Tensor:
@@ -85,7 +105,7 @@ class FaceBoxes:
         return self.count.view(self.height, self.width)
 
     def _weights(self) -> list[Tensor]:
-        return [self.face(f)[2] for f in range(self.num_faces)]
+        return [self.box(i)[3] for i in range(self.num_boxes)]
 
 
 def _add_box(acc: Tensor, box: Tensor, bounds: tuple[int, int, int, int]) -> None:
@@ -102,21 +122,45 @@ def _add_box(acc: Tensor, box: Tensor, bounds: tuple[int, int, int, int]) -> Non
         acc[..., v0:v1, u0:u1] += box
 
 
-def _accumulate(boxes: FaceBoxes, per_face: list[Tensor], channels: int, dtype: torch.dtype) -> Tensor:
-    """[C, H, W] sum of the per-face boxes [C, bh, bw] placed at their bounds."""
+def _accumulate(boxes: FaceBoxes, per_box: list[Tensor], channels: int, dtype: torch.dtype) -> Tensor:
+    """[C, H, W] sum of the per-box maps [C, bh, bw] placed at their bounds."""
     acc = torch.zeros(channels, boxes.height, boxes.width, dtype=dtype, device=boxes.grid.device)
-    for f, box in enumerate(per_face):
-        _add_box(acc, box, tuple(int(x) for x in boxes.bounds[f].tolist()))
+    for (_, bounds), box in zip(boxes._boxes, per_box):
+        _add_box(acc, box, bounds)
     return acc
 
 
-def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0) -> FaceBoxes:
-    """The boxes of every face at the given ERP size (see the module docstring).
+def _column_spans(used: Tensor, circular: bool) -> list[tuple[int, int] | None]:
+    """Per row of ``used`` [k, n] (bool: which of a box's n columns hold a pixel of the face), the shortest run of
+    columns (start, length) holding every used one; around the end when ``circular`` (a box of every ERP column);
+    None for a row without any. One host read."""
+    k, n = used.shape
+    pos = torch.arange(2 * n if circular else n, device=used.device).expand(k, -1)
+    if circular:
+        # the largest gap between used columns, going around (on the row written twice): the complement is the run
+        twice = torch.cat((used, used), 1)
+        last_used = torch.where(twice, pos, torch.full_like(pos, -1)).cummax(1).values
+        gap = (pos - last_used)[:, n:]  # [k, n] unused columns up to each one (the row's second copy)
+        size, end = gap.max(1)
+        start, length = (end + n + 1) % n, n - size
+    else:
+        first = torch.where(used, pos, torch.full_like(pos, n)).min(1).values
+        last = torch.where(used, pos, torch.full_like(pos, -1)).max(1).values
+        start, length = first, last - first + 1
+    rows = torch.stack((start, length, used.any(1).long()), 1).tolist()
+    return [(int(s0), int(ln)) if ok else None for s0, ln, ok in rows]
+
+
+def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0,
+                   bands: int = BANDS_PER_FACE) -> FaceBoxes:
+    """The boxes of every face at the given ERP size (see the module docstring and :class:`FaceBoxes`).
 
     Args:
         cameras: F face cameras; device and dtype of the result follow them.
         height, width: ERP size.
         weight_power: exponent of :func:`~modules.geometry.tangent.border_weight`.
+        bands: row bands per face (each with the columns its pixels use; 1: one box of the face's row and column
+            bounds).
     """
     R = cameras.R_world_from_face
     device, dtype = R.device, R.dtype
@@ -129,17 +173,10 @@ def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_powe
     sin_lon, cos_lon = torch.sin(lon), torch.cos(lon)
     Rh = R.detach().to("cpu", torch.float64).tolist()  # host copies of the 9 coefficients (one read)
     th = t.detach().to("cpu", torch.float64).tolist()
-    sizes = ((bounds[:, 1] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 2])).tolist()
-    grid = torch.empty(sum(sizes), 2, device=device, dtype=dtype)
-    weight = torch.empty(sum(sizes), device=device, dtype=dtype)
-    start = 0
-    # written in place into the outputs (few full-size temporaries: on the CPU fresh large buffers cost page faults)
-    for f, (v0, v1, u0, u1) in enumerate(bounds.tolist()):
-        bh, bw = v1 - v0, u1 - u0
-        gv = grid[start:start + bh * bw].view(bh, bw, 2)
-        wv = weight[start:start + bh * bw].view(bh, bw)
-        start += bh * bw
-        c = torch.arange(u0, u1, device=device) % width
+
+    def plane(f: int, v0: int, v1: int, c: Tensor, gv: Tensor, wv: Tensor) -> Tensor:
+        """Face f on rows v0:v1 x ERP columns c [bw]: the plane coordinates and border weights of the pixels written
+        into ``gv`` [bh, bw, 2] and ``wv`` [bh, bw]; returns the mask of the pixels it sees [bh, bw]."""
         sl, cl = sin_lon[c], cos_lon[c]  # [bw]
         st, ct = sin_lat[v0:v1, None], cos_lat[v0:v1, None]  # [bh, 1]
         Rf = Rh[f]
@@ -167,7 +204,50 @@ def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_powe
         if weight_power != 1.0:
             wv.pow_(weight_power)
         wv.masked_fill_(outside, 0.0)
-    return FaceBoxes(bounds, grid, weight, int(height), int(width), cameras.num_faces)
+        return inside
+
+    # per face: its whole box computed into one reused scratch buffer, then per band of its rows the columns it
+    # sees copied out (around the seam for a box of every column); the outputs are allocated for the whole boxes
+    # and only the used part is ever written (untouched pages cost nothing) and kept
+    sizes = ((bounds[:, 1] - bounds[:, 0]).clamp_min(0) * (bounds[:, 3] - bounds[:, 2]).clamp_min(0)).tolist()
+    grid = torch.empty(sum(sizes), 2, device=device, dtype=dtype)
+    weight = torch.empty(sum(sizes), device=device, dtype=dtype)
+    scratch_g = torch.empty(max(sizes, default=0), 2, device=device, dtype=dtype)
+    scratch_w = torch.empty(max(sizes, default=0), device=device, dtype=dtype)
+    start = 0
+    out_bounds, box_face = [], []
+    for f, (v0, v1, u0, u1) in enumerate(bounds.tolist()):
+        if v1 <= v0 or u1 <= u0:
+            continue
+        bh, bw = v1 - v0, u1 - u0
+        gs, ws = scratch_g[:bh * bw].view(bh, bw, 2), scratch_w[:bh * bw].view(bh, bw)
+        inside = plane(f, v0, v1, torch.arange(u0, u1, device=device) % width, gs, ws)
+        k = max(1, min(int(bands), bh))
+        edges = [v0 + round(i * bh / k) for i in range(k + 1)]
+        # per band, which of the box's columns hold a pixel the face sees
+        used = torch.stack([inside[a - v0:b - v0].any(0) for a, b in zip(edges[:-1], edges[1:])])
+        for (a, b), span in zip(zip(edges[:-1], edges[1:]), _column_spans(used, circular=bw >= width)):
+            if span is None:
+                continue
+            c, n = span
+            size = (b - a) * n
+            go, wo = grid[start:start + size].view(b - a, n, 2), weight[start:start + size].view(b - a, n)
+            first = min(n, bw - c)  # the columns before the box's end, then those from its start (wrapping)
+            go[:, :first] = gs[a - v0:b - v0, c:c + first]
+            wo[:, :first] = ws[a - v0:b - v0, c:c + first]
+            if first < n:
+                go[:, first:] = gs[a - v0:b - v0, :n - first]
+                wo[:, first:] = ws[a - v0:b - v0, :n - first]
+            start += size
+            c0, c1 = u0 + c, u0 + c + n
+            if c0 >= width:  # columns as _add_box takes them: u0 in [-W, W), u1 > 0
+                c0, c1 = c0 - width, c1 - width
+            elif c1 <= 0:
+                c0, c1 = c0 + width, c1 + width
+            out_bounds.append((a, b, c0, c1))
+            box_face.append(f)
+    return FaceBoxes(torch.tensor(out_bounds, dtype=torch.long).reshape(-1, 4), torch.tensor(box_face, dtype=torch.long),
+                     grid[:start], weight[:start], int(height), int(width), cameras.num_faces)
 
 
 def cached_erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0,
@@ -182,18 +262,23 @@ def cached_erp_face_boxes(cameras: TangentCameras, height: int, width: int, weig
         return erp_face_boxes(cameras, height, width, weight_power)
 
     def encode(b: FaceBoxes) -> dict:
-        return {"bounds": b.bounds, "grid": b.grid, "weight": b.weight, "height": b.height, "width": b.width,
-                "num_faces": b.num_faces}
+        def own(x: Tensor) -> Tensor:  # only the used part of the storage (torch.save writes a view's whole storage)
+            return x if x.untyped_storage().nbytes() == x.nbytes else x.clone()
+
+        return {"bounds": b.bounds, "box_face": b.box_face, "grid": own(b.grid), "weight": own(b.weight),
+                "height": b.height, "width": b.width, "num_faces": b.num_faces}
 
     def decode(d: dict) -> FaceBoxes:
-        b = FaceBoxes(d["bounds"].cpu().long(), d["grid"], d["weight"], d["height"], d["width"], d["num_faces"])
+        b = FaceBoxes(d["bounds"].cpu().long(), d["box_face"].cpu().long(), d["grid"], d["weight"], d["height"],
+                      d["width"], d["num_faces"])
         n = b._offsets[-1]
-        if ((b.height, b.width, b.num_faces) != (height, width, cameras.num_faces) or b.bounds.shape != (b.num_faces, 4)
-                or b.grid.shape != (n, 2) or b.weight.shape != (n,) or b.grid.dtype != cameras.R_world_from_face.dtype):
+        if ((b.height, b.width, b.num_faces) != (height, width, cameras.num_faces)
+                or b.bounds.shape != (b.box_face.numel(), 4) or b.grid.shape != (n, 2) or b.weight.shape != (n,)
+                or b.grid.dtype != cameras.R_world_from_face.dtype):
             raise ValueError("stored boxes do not match their key")
         return b
 
-    key = (float(weight_power), *cameras.cache_key(device=False), int(height), int(width))
+    key = (float(weight_power), *cameras.cache_key(device=False), int(height), int(width), "bands", BANDS_PER_FACE)
     return disk.get("erp_face_boxes", key, lambda: erp_face_boxes(cameras, height, width, weight_power),
                     cameras.R_world_from_face.device, encode=encode, decode=decode)
 
@@ -218,11 +303,13 @@ def splat_boxes(face_maps: Tensor | Callable[[int], Tensor], boxes: FaceBoxes) -
         def maps_of(f: int) -> Tensor:
             return face_maps[f]
     acc = None
-    for f in range(boxes.num_faces):
-        bounds, grid, w = boxes.face(f)
+    current, maps = -1, None
+    for i in range(boxes.num_boxes):
+        f, bounds, grid, w = boxes.box(i)
         if grid.numel() == 0:
             continue
-        maps = maps_of(f)
+        if f != current:  # a face's boxes are consecutive: its maps are made once
+            current, maps = f, maps_of(f)
         if acc is None:
             acc = torch.zeros(maps.shape[0], boxes.height, boxes.width, dtype=maps.dtype, device=maps.device)
         out = F.grid_sample(maps[None], grid[None].to(maps.dtype), mode="bilinear", padding_mode="border",
