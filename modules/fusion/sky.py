@@ -238,7 +238,7 @@ class SkyDetector:
                                                               pred.confidence), pred.cameras)
         aligned = alignment.align(masked)
         sky_small = self.erp_mask(aligned, candidates, finite, h)
-        report = {"raw_candidates": float(candidates.double().mean())}
+        report = {"raw_candidates": int(candidates.count_nonzero()) / candidates.numel()}  # no float64 copy
         face_sky = candidates | (self._to_faces(sky_small, pred) if bool(sky_small.any()) else candidates)
         if self.realign or not bool(sky_small.any()):
             # the final alignment uses every pixel but the sky and the raw floor (the first pass left out more)
@@ -253,7 +253,7 @@ class SkyDetector:
         face_sky = self._to_faces(sky_small, pred)
         aligned = AlignedFaces(aligned.inv_distance, aligned.valid & ~face_sky & finite, aligned.confidence,
                                aligned.cameras, {**aligned.info, "sky": report})
-        report["sky_fraction"] = float(sky.double().mean())
+        report["sky_fraction"] = int(sky.count_nonzero()) / sky.numel()
         return aligned, sky, report
 
     @staticmethod
