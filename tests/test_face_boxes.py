@@ -61,9 +61,9 @@ def test_boxes_splat_equals_the_sample_table(cams):
     _random_cameras(9, 20, 0),
 ], ids=["ico0", "cubemap", "random"])
 def test_row_bands_hold_the_same_pixels_and_sums(cams):
-    """Row bands (each with the columns its pixels use, wrapping around the seam) against one box per face: the
-    same (pixel, face) pairs and, with weight power 1 (no pow: its vectorised and scalar paths round differently),
-    bit-identical splats, in fewer box pixels."""
+    """Row bands (each with the columns of the face's cap on its rows, wrapping around the seam) against one box per
+    face: the same (pixel, face) pairs and, with weight power 1 (no pow: its vectorised and scalar paths round
+    differently), bit-identical splats, in fewer box pixels."""
     H, W = 40, 80
     maps = torch.rand(cams.num_faces, 2, cams.size, cams.size, generator=torch.Generator().manual_seed(3))
     for power in (1.0, 1.5):
@@ -76,17 +76,6 @@ def test_row_bands_hold_the_same_pixels_and_sums(cams):
         same = torch.equal if power == 1.0 else lambda a, b: torch.allclose(a, b, rtol=1e-6, atol=1e-7)
         assert same(banded.weight_sum, one.weight_sum)
         assert same(splat_boxes(maps, banded), splat_boxes(maps, one))
-
-
-def test_column_spans_wrap_around_the_seam():
-    from modules.geometry.face_boxes import _column_spans
-
-    used = torch.zeros(4, 10, dtype=torch.bool)
-    used[0, [8, 9, 0, 1]] = True  # around the seam: 8, 9, 0, 1
-    used[1, [2, 5]] = True
-    used[3] = True
-    assert _column_spans(used, circular=True) == [(8, 4), (2, 4), None, (1, 10)]
-    assert _column_spans(used, circular=False) == [(0, 10), (2, 4), None, (0, 10)]
 
 
 def test_blend_equals_the_table_formulation():

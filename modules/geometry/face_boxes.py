@@ -4,7 +4,8 @@ The direct formulation of :class:`~modules.geometry.tangent.FaceSamples` for spl
 pairs - the pixels of the face's row/column bounds (:func:`~modules.geometry.tangent.face_bounds`) whose ray lies
 inside the face's square - but stored densely per box, as the plane coordinates and border weight of every pixel of
 the box (weight 0 where the face does not see the pixel). A face's rows are cut into bands, each boxed with the columns
-its pixels use (around the seam where they wrap): a face holding a pole spans every column only near it. Splatting is
+that the cap around the face's axis holding its square spans on those rows (around the seam where they wrap): a face
+holding a pole spans every column only near it. Splatting is
 then one ``grid_sample`` per box and one slice addition into the ERP grid (columns wrap): no pixel index list, no
 sort, no scatter with random indices, no padded "grouped layout". The plane coordinates are computed separably from the rows' latitudes and the columns'
 longitudes (``R^T d`` with d = (cos lat sin lon, -sin lat, cos lat cos lon)), so building the boxes is a handful of
@@ -33,9 +34,9 @@ from .tangent import TangentCameras
 __all__ = ["BANDS_PER_FACE", "FaceBoxes", "erp_face_boxes", "cached_erp_face_boxes", "splat_boxes", "boxes_to_erp"]
 
 
-#: row bands per face: each band of a face's rows gets the columns its pixels use (a face holding a pole spans every
-#: column near the pole, far fewer further away): at 20 faces of 512 px and 2048x1024, 8 bands hold 0.71 of the
-#: pixels one box per face holds (the pixels the faces see are 0.63 of it)
+#: row bands per face: each band of a face's rows gets the columns the face's cap spans there (a face holding a pole
+#: spans every column near the pole, far fewer further away): at 20 faces of 512 px and 2048x1024, 8 bands hold 0.77
+#: of the pixels one box of the face's row and column bounds holds (the pixels the faces see are 0.63 of it)
 BANDS_PER_FACE = 8
 
 
@@ -130,27 +131,6 @@ def _accumulate(boxes: FaceBoxes, per_box: list[Tensor], channels: int, dtype: t
     return acc
 
 
-def _column_spans(used: Tensor, circular: bool) -> list[tuple[int, int] | None]:
-    """Per row of ``used`` [k, n] (bool: which of a box's n columns hold a pixel of the face), the shortest run of
-    columns (start, length) holding every used one; around the end when ``circular`` (a box of every ERP column);
-    None for a row without any. One host read."""
-    k, n = used.shape
-    pos = torch.arange(2 * n if circular else n, device=used.device).expand(k, -1)
-    if circular:
-        # the largest gap between used columns, going around (on the row written twice): the complement is the run
-        twice = torch.cat((used, used), 1)
-        last_used = torch.where(twice, pos, torch.full_like(pos, -1)).cummax(1).values
-        gap = (pos - last_used)[:, n:]  # [k, n] unused columns up to each one (the row's second copy)
-        size, end = gap.max(1)
-        start, length = (end + n + 1) % n, n - size
-    else:
-        first = torch.where(used, pos, torch.full_like(pos, n)).min(1).values
-        last = torch.where(used, pos, torch.full_like(pos, -1)).max(1).values
-        start, length = first, last - first + 1
-    rows = torch.stack((start, length, used.any(1).long()), 1).tolist()
-    return [(int(s0), int(ln)) if ok else None for s0, ln, ok in rows]
-
-
 def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0,
                    bands: int = BANDS_PER_FACE) -> FaceBoxes:
     """The boxes of every face at the given ERP size (see the module docstring and :class:`FaceBoxes`).
@@ -159,8 +139,7 @@ def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_powe
         cameras: F face cameras; device and dtype of the result follow them.
         height, width: ERP size.
         weight_power: exponent of :func:`~modules.geometry.tangent.border_weight`.
-        bands: row bands per face (each with the columns its pixels use; 1: one box of the face's row and column
-            bounds).
+        bands: row bands per face (each with the columns of the face's cap on its rows; 1: one box per face).
     """
     R = cameras.R_world_from_face
     device, dtype = R.device, R.dtype
@@ -174,9 +153,9 @@ def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_powe
     Rh = R.detach().to("cpu", torch.float64).tolist()  # host copies of the 9 coefficients (one read)
     th = t.detach().to("cpu", torch.float64).tolist()
 
-    def plane(f: int, v0: int, v1: int, c: Tensor, gv: Tensor, wv: Tensor) -> Tensor:
-        """Face f on rows v0:v1 x ERP columns c [bw]: the plane coordinates and border weights of the pixels written
-        into ``gv`` [bh, bw, 2] and ``wv`` [bh, bw]; returns the mask of the pixels it sees [bh, bw]."""
+    def plane(f: int, v0: int, v1: int, c: Tensor, gv: Tensor, wv: Tensor) -> None:
+        """Face f on rows v0:v1 x ERP columns c [bw]: the plane coordinates and border weights of the pixels, written
+        into ``gv`` [bh, bw, 2] and ``wv`` [bh, bw] (0 where the face does not see the pixel)."""
         sl, cl = sin_lon[c], cos_lon[c]  # [bw]
         st, ct = sin_lat[v0:v1, None], cos_lat[v0:v1, None]  # [bh, 1]
         Rf = Rh[f]
@@ -204,50 +183,53 @@ def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_powe
         if weight_power != 1.0:
             wv.pow_(weight_power)
         wv.masked_fill_(outside, 0.0)
-        return inside
 
-    # per face: its whole box computed into one reused scratch buffer, then per band of its rows the columns it
-    # sees copied out (around the seam for a box of every column); the outputs are allocated for the whole boxes
-    # and only the used part is ever written (untouched pages cost nothing) and kept
-    sizes = ((bounds[:, 1] - bounds[:, 0]).clamp_min(0) * (bounds[:, 3] - bounds[:, 2]).clamp_min(0)).tolist()
+    # per band of each face's rows, the columns of the cap around the face's axis that holds its square (the cap of
+    # face_bounds, whose angular radius reaches the corners): at latitude lat the cap spans |lon - lon0| <= acos((cos
+    # c - sin lat sin lat0) / (cos lat cos lat0)), every column where that ratio is <= -1 (the cap holds the pole's
+    # side); the widest row of the band, with face_bounds' margins (1 column before, 2 after)
+    axis_lat = torch.asin((-R[:, 1, 2]).clamp(-1, 1)).to("cpu", torch.float64).tolist()
+    axis_lon = torch.atan2(R[:, 0, 2], R[:, 2, 2]).to("cpu", torch.float64).tolist()
+    corner = torch.atan(math.sqrt(2.0) * t.detach().to("cpu", torch.float64)).tolist()
+    lat64 = erp_row_latitudes(height, "cpu", torch.float64)
+    boxes: list[tuple[int, int, int, int, int]] = []  # face, rows a:b, columns c0:c1
+    for f, (v0, v1, _, _) in enumerate(bounds.tolist()):
+        if v1 <= v0:
+            continue
+        lat_b = lat64[v0:v1]
+        ratio = (math.cos(corner[f]) - torch.sin(lat_b) * math.sin(axis_lat[f])) / (
+            torch.cos(lat_b) * math.cos(axis_lat[f])).clamp_min(1e-300)
+        # half-width in columns per row (a row the cap misses gets 0: its highest point is on the axis' meridian)
+        half = (torch.acos(ratio.clamp(-1.0, 1.0)) * (width / (2 * math.pi))).tolist()
+        full = (ratio <= -1).tolist()
+        centre = (axis_lon[f] / (2 * math.pi) + 0.5) * width - 0.5  # column coordinate of the axis' longitude
+        k = max(1, min(int(bands), v1 - v0))
+        edges = [v0 + round(i * (v1 - v0) / k) for i in range(k + 1)]
+        for a, b in zip(edges[:-1], edges[1:]):
+            c0, c1 = 0, width
+            if not any(full[a - v0:b - v0]):
+                h = max(half[a - v0:b - v0])
+                c0, c1 = math.floor(centre - h) - 1, math.ceil(centre + h) + 2
+                if c1 - c0 >= width:
+                    c0, c1 = 0, width
+                elif c0 >= width:  # columns as _add_box takes them: u0 in [-W, W), u1 > 0
+                    c0, c1 = c0 - width, c1 - width
+                elif c1 <= 0:
+                    c0, c1 = c0 + width, c1 + width
+            boxes.append((f, a, b, c0, c1))
+    sizes = [(b - a) * (c1 - c0) for _, a, b, c0, c1 in boxes]
     grid = torch.empty(sum(sizes), 2, device=device, dtype=dtype)
     weight = torch.empty(sum(sizes), device=device, dtype=dtype)
-    scratch_g = torch.empty(max(sizes, default=0), 2, device=device, dtype=dtype)
-    scratch_w = torch.empty(max(sizes, default=0), device=device, dtype=dtype)
     start = 0
-    out_bounds, box_face = [], []
-    for f, (v0, v1, u0, u1) in enumerate(bounds.tolist()):
-        if v1 <= v0 or u1 <= u0:
-            continue
-        bh, bw = v1 - v0, u1 - u0
-        gs, ws = scratch_g[:bh * bw].view(bh, bw, 2), scratch_w[:bh * bw].view(bh, bw)
-        inside = plane(f, v0, v1, torch.arange(u0, u1, device=device) % width, gs, ws)
-        k = max(1, min(int(bands), bh))
-        edges = [v0 + round(i * bh / k) for i in range(k + 1)]
-        # per band, which of the box's columns hold a pixel the face sees
-        used = torch.stack([inside[a - v0:b - v0].any(0) for a, b in zip(edges[:-1], edges[1:])])
-        for (a, b), span in zip(zip(edges[:-1], edges[1:]), _column_spans(used, circular=bw >= width)):
-            if span is None:
-                continue
-            c, n = span
-            size = (b - a) * n
-            go, wo = grid[start:start + size].view(b - a, n, 2), weight[start:start + size].view(b - a, n)
-            first = min(n, bw - c)  # the columns before the box's end, then those from its start (wrapping)
-            go[:, :first] = gs[a - v0:b - v0, c:c + first]
-            wo[:, :first] = ws[a - v0:b - v0, c:c + first]
-            if first < n:
-                go[:, first:] = gs[a - v0:b - v0, :n - first]
-                wo[:, first:] = ws[a - v0:b - v0, :n - first]
-            start += size
-            c0, c1 = u0 + c, u0 + c + n
-            if c0 >= width:  # columns as _add_box takes them: u0 in [-W, W), u1 > 0
-                c0, c1 = c0 - width, c1 - width
-            elif c1 <= 0:
-                c0, c1 = c0 + width, c1 + width
-            out_bounds.append((a, b, c0, c1))
-            box_face.append(f)
-    return FaceBoxes(torch.tensor(out_bounds, dtype=torch.long).reshape(-1, 4), torch.tensor(box_face, dtype=torch.long),
-                     grid[:start], weight[:start], int(height), int(width), cameras.num_faces)
+    # then their pixels, written in place into the outputs (few full-size temporaries: on the CPU fresh large
+    # buffers cost page faults)
+    for (f, a, b, c0, c1), size in zip(boxes, sizes):
+        plane(f, a, b, torch.arange(c0, c1, device=device) % width,
+              grid[start:start + size].view(b - a, c1 - c0, 2), weight[start:start + size].view(b - a, c1 - c0))
+        start += size
+    return FaceBoxes(torch.tensor([bx[1:] for bx in boxes], dtype=torch.long).reshape(-1, 4),
+                     torch.tensor([bx[0] for bx in boxes], dtype=torch.long), grid, weight, int(height), int(width),
+                     cameras.num_faces)
 
 
 def cached_erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_power: float = 1.0,
@@ -262,10 +244,7 @@ def cached_erp_face_boxes(cameras: TangentCameras, height: int, width: int, weig
         return erp_face_boxes(cameras, height, width, weight_power)
 
     def encode(b: FaceBoxes) -> dict:
-        def own(x: Tensor) -> Tensor:  # only the used part of the storage (torch.save writes a view's whole storage)
-            return x if x.untyped_storage().nbytes() == x.nbytes else x.clone()
-
-        return {"bounds": b.bounds, "box_face": b.box_face, "grid": own(b.grid), "weight": own(b.weight),
+        return {"bounds": b.bounds, "box_face": b.box_face, "grid": b.grid, "weight": b.weight,
                 "height": b.height, "width": b.width, "num_faces": b.num_faces}
 
     def decode(d: dict) -> FaceBoxes:
