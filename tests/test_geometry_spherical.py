@@ -67,6 +67,13 @@ def test_erp_directions_shape_dtype_device():
     assert torch.allclose(d.norm(dim=-1), torch.ones(8, 16, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("height, stride", [(8, 1), (37, 3), (1024, 2)])
+def test_erp_directions_with_a_stride_are_the_full_grid_subsampled(height, stride):
+    """Bit for bit what [::stride, ::stride] of the full grid gives (the trigonometry from the same kernels)."""
+    full = erp_directions(height, 2 * height)
+    assert torch.equal(erp_directions(height, 2 * height, stride=stride), full[::stride, ::stride])
+
+
 def test_solid_angles_cover_the_sphere():
     omega = erp_pixel_solid_angle(H, W, dtype=torch.float64)
     assert omega.shape == (H, 1)

@@ -266,7 +266,7 @@ def erp_grid_mesh(
     H, W = distance.shape
     _check_rgb(rgb, (H, W))
     d = distance[::stride, ::stride]
-    dirs = erp_directions(H, W, distance.device, distance.dtype)[::stride, ::stride]
+    dirs = erp_directions(H, W, distance.device, distance.dtype, stride)
     h, w = d.shape
     if h < 2 or w < 3:
         raise InvalidDistanceError(f"stride {stride} leaves a {h}x{w} grid; need at least 2 rows and 3 columns")

@@ -33,7 +33,7 @@ def erp_points(distance: Tensor, rgb: Tensor | None = None, stride: int = 1) -> 
         points [N, 3] and colours [N, 3] (or None), on ``distance``'s device and dtype.
     """
     H, W = distance.shape
-    dirs = erp_directions(H, W, distance.device, distance.dtype)[::stride, ::stride]
+    dirs = erp_directions(H, W, distance.device, distance.dtype, stride)
     d = distance[::stride, ::stride]
     valid = torch.isfinite(d) & (d > 0)
     points = dirs[valid] * d[valid][:, None]

@@ -118,22 +118,26 @@ def erp_lonlat_grid(
 
 
 def erp_directions(
-    height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+    stride: int = 1,
 ) -> Tensor:
-    """Unit ray direction of every ERP pixel centre.
+    """Unit ray direction of every ERP pixel centre (every ``stride``-th row and column).
 
     Returns:
-        [H, W, 3].
+        [H, W, 3] (``[ceil(H / stride), ceil(W / stride), 3]``: what ``[::stride, ::stride]`` of the full grid gives,
+        bit for bit, without computing the rest).
     """
-    # separably: the trigonometry per row and per column (the same values lonlat_to_direction gives on the full grid)
+    # separably: the trigonometry per row and per column (the same values lonlat_to_direction gives on the full grid;
+    # taken on every row and column, then subsampled, so that each value comes out of the same vectorised kernel)
     v = torch.arange(height, device=device, dtype=dtype)
     u = torch.arange(width, device=device, dtype=dtype)
     lon, lat = erp_pixel_to_lonlat(u, v, height, width)
-    cos_lat, sin_lat = torch.cos(lat)[:, None], torch.sin(lat)[:, None]
-    out = torch.empty(height, width, 3, device=device, dtype=dtype)
-    torch.mul(cos_lat, torch.sin(lon)[None, :], out=out[..., 0])
+    cos_lat, sin_lat = torch.cos(lat)[::stride, None], torch.sin(lat)[::stride, None]
+    sin_lon, cos_lon = torch.sin(lon)[None, ::stride], torch.cos(lon)[None, ::stride]
+    out = torch.empty(cos_lat.shape[0], sin_lon.shape[1], 3, device=device, dtype=dtype)
+    torch.mul(cos_lat, sin_lon, out=out[..., 0])
     out[..., 1] = -sin_lat
-    torch.mul(cos_lat, torch.cos(lon)[None, :], out=out[..., 2])
+    torch.mul(cos_lat, cos_lon, out=out[..., 2])
     return out
 
 
