@@ -154,15 +154,18 @@ def test_no_sky_or_band_zero_returns_the_input():
     assert extend_surfaces_to_sky(observed, torch.ones_like(sky), 5, 0.3) is observed
 
 
-def test_the_band_is_given_in_face_pixels():
-    """edge_band counts the networks' pixels (the faces' at their centre), converted to the output's: the same blur
-    covers more ERP pixels when the output is finer than the faces."""
+def test_the_band_is_a_share_of_the_face_width():
+    """edge_band is a share of the face width (the networks see every face at their input size, so their blur is a
+    share of the face), converted to the output's pixels at the face centre."""
     from modules.fusion.sky import SkyDetector
     from modules.geometry.projections import IcosahedronProjection
 
-    cams = IcosahedronProjection(face_size=128).cameras("cpu", torch.float64)
-    det = SkyDetector(edge_band=1.5)
-    assert det.edge_band_pixels(cams, 256) == 4  # 127-degree faces of 128 px: 1.80 deg per px, 0.70 per ERP px
-    assert det.edge_band_pixels(cams, 512) == 8
+    det = SkyDetector(edge_band=0.012)
+    small = IcosahedronProjection(face_size=128).cameras("cpu", torch.float64)
+    large = IcosahedronProjection(face_size=512).cameras("cpu", torch.float64)
+    # 127-degree faces: 2 tan(63.5 deg) = 4.02 rad at the centre's scale; 0.012 of it is 2.76 deg
+    assert det.edge_band_pixels(small, 256) == 4  # 0.70 deg per ERP pixel
+    assert det.edge_band_pixels(large, 256) == 4  # the face's pixel count does not matter
+    assert det.edge_band_pixels(large, 1024) == 16
     assert det.edge_band_pixels(None, 256) == 0
-    assert SkyDetector(edge_band=0).edge_band_pixels(cams, 256) == 0
+    assert SkyDetector(edge_band=0).edge_band_pixels(large, 256) == 0

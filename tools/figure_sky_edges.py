@@ -68,7 +68,7 @@ def main() -> None:
                 d = build_pipeline(cfg).run(load_panorama(str(path)), str(path)).distance.numpy()
                 rows[i], abs_rel = error_image(d, gt)
                 labels[i] = (f"relative error, edge_band=0: AbsRel {abs_rel:.4f}" if extra
-                             else f"relative error, edge_band=1.5 (default): AbsRel {abs_rel:.4f}")
+                             else f"relative error, edge_band=0.012 (default): AbsRel {abs_rel:.4f}")
     H = rgb.shape[0]
     crop = [r[: H // 2] for r in rows]
     band = 14

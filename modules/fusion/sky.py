@@ -86,7 +86,7 @@ class SkyDetector:
                  edge_ratio: float = 0.5, edge_iterations: int = 2, smooth_px: int = 0, detect_height: int = 256, realign: bool = True,
                  weight_power: float = 1.0, far_limit: float | None = 50.0, cache_dir: str | None = None,
                  image_band: int = 2, image_window: int = 6, image_both_ways: bool = False,
-                 edge_band: float = 1.5, edge_grazing: float = 0.3):
+                 edge_band: float = 0.012, edge_grazing: float = 0.3):
         if not 0 < vote_threshold <= 1:
             raise ValueError(f"vote_threshold must be in (0, 1], got {vote_threshold}")
         if detect_height < 8:
@@ -268,7 +268,7 @@ class SkyDetector:
                cameras: TangentCameras | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The final sky mask of the output and the surfaces next to it: ``sky`` with its boundary snapped to
         ``image`` (the panorama [3, H, W], when given and ``image_band`` > 0; :meth:`_snap_to_image`), plus pixels
-        beyond ``far_limit`` x the median surface distance; the surface pixels within ``edge_band`` face pixels of it
+        beyond ``far_limit`` x the median surface distance; the surface pixels within ``edge_band`` x the face width of it
         freed of the sky's share in their disparity (:func:`~modules.fusion.sky_edges.extend_surfaces_to_sky`; needs
         ``cameras``, the faces the band is measured in); then :meth:`apply`. distance, confidence, sky: [H, W].
         Returns distance, confidence and the mask (with ``image_both_ways``, pixels given back to the surfaces keep
@@ -288,12 +288,14 @@ class SkyDetector:
         return (*self.apply(distance, confidence, sky), sky)
 
     def edge_band_pixels(self, cameras: TangentCameras | None, height: int) -> int:
-        """``edge_band`` face pixels in pixels of an ERP map ``height`` rows tall (the faces' pixels at their centre,
-        the coarsest of the set; 0 without cameras)."""
+        """``edge_band`` (a fraction of the faces' width) in pixels of an ERP map ``height`` rows tall, measured at
+        the face centre, the coarsest of the set (0 without cameras). The networks see every face at their own input
+        size, so the blur of their depth edges is a fixed share of the face, whatever its pixel count."""
         if cameras is None or self.edge_band <= 0:
             return 0
-        face_pixel = float((2.0 * cameras.tan_half_fov).max()) / cameras.size  # radians at the face centre
-        return int(round(self.edge_band * face_pixel / (math.pi / height)))
+        # S pixels of 2 tan(fov / 2) / S radians each at the face centre
+        face_width = float((2.0 * cameras.tan_half_fov).max())
+        return int(round(self.edge_band * face_width / (math.pi / height)))
 
     def _snap_to_image(self, sky: Tensor, image: Tensor) -> Tensor:
         """:func:`~modules.fusion.sky_edges.snap_sky_to_image` at ``detect_height`` (where the mask was found; the

@@ -96,15 +96,20 @@ def _bilinear_erp(x: Tensor, u: Tensor, v: Tensor) -> Tensor:
     H, W = x.shape
     u0, v0 = u.floor(), v.floor()
     fu, fv = u - u0, v - v0
-    u0, v0 = u0.long(), v0.long()
+    c0 = u0.long().remainder_(W)
+    c1 = c0 + 1
+    c1 = torch.where(c1 == W, torch.zeros_like(c1), c1)
+    r0 = v0.long()
+    r1 = r0 + 1
+    flat = x.reshape(-1)
     nan = torch.full((), float("nan"), dtype=x.dtype, device=x.device)
 
-    def at(vv: Tensor, uu: Tensor) -> Tensor:
-        inside = (vv >= 0) & (vv < H)
-        return torch.where(inside, x[vv.clamp(0, H - 1), uu % W], nan)
+    def row(r: Tensor) -> Tensor:  # the row's two texels blended along u; NaN outside the rows
+        base = r.clamp(0, H - 1) * W
+        a, b = flat[base + c0], flat[base + c1]
+        return torch.where((r >= 0) & (r < H), a * (1 - fu) + b * fu, nan)
 
-    return ((at(v0, u0) * (1 - fu) + at(v0, u0 + 1) * fu) * (1 - fv)
-            + (at(v0 + 1, u0) * (1 - fu) + at(v0 + 1, u0 + 1) * fu) * fv)
+    return row(r0) * (1 - fv) + row(r1) * fv
 
 
 #: band pixels sampled at a time (bounds the temporaries to ~100 MB)
