@@ -82,7 +82,9 @@ def _face_lonlat(cameras) -> Tensor:
     y = row[:, :, None, 1] + col[:, None, :, 1]
     z = row[:, :, None, 2] + col[:, None, :, 2]
     lon = torch.atan2(x, z)
-    lat = torch.atan2(-y, torch.sqrt(x * x + z * z))
+    # the rest in place (each fresh [F, S, S] temporary costs page faults on the CPU); atan2 keeps contiguous
+    # outputs: into a strided one it takes a scalar path that rounds differently
+    lat = torch.atan2(y.neg_(), x.mul_(x).add_(z.mul_(z)).sqrt_())
     return torch.stack((lon, lat), -1)
 
 
