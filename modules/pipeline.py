@@ -218,7 +218,7 @@ class PanoramaPipeline:
         dev = self.device
         with timer("projection", dev):
             cams = self.cameras()
-            faces_rgb = erp_to_faces(rgb.to(dev, torch.float32)[None], cams)[0].clamp(0, 1)  # [F, 3, S, S]
+            faces_rgb = erp_to_faces(rgb.to(dev, torch.float32)[None], cams)[0].clamp_(0, 1)  # [F, 3, S, S], in place
             if self.preprocess is not None:
                 faces_rgb = self.preprocess(faces_rgb)
         with timer("network", dev):

@@ -26,8 +26,11 @@ def face_levels(disparity: Tensor, valid: Tensor | None = None) -> Tensor:
         [F] positive (1 where a face has no usable pixel or a level of 0), dtype and device of ``disparity``.
     """
     Fn = disparity.shape[0]
-    ok = torch.isfinite(disparity) if valid is None else valid & torch.isfinite(disparity)
-    level = _quantile_rows(disparity.abs().reshape(Fn, -1), ok.reshape(Fn, -1), 0.95)
+    a = disparity.abs()
+    ok = a < float("inf")  # finite: NaN and +-inf fail (isfinite's own passes, without them)
+    if valid is not None:
+        ok &= valid
+    level = _quantile_rows(a.reshape(Fn, -1), ok.reshape(Fn, -1), 0.95)
     return torch.where(torch.isfinite(level) & (level > 0), level, torch.ones_like(level))
 
 
