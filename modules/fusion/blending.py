@@ -216,18 +216,21 @@ class Blender:
         geo, seen_once = boxes.weight_sum, boxes.count < 2  # [P] border-weight sum, [P] pixels only one face sees
         q_sum = acc[0]
         tiny = torch.finfo(q_sum.dtype).tiny
-        valid = q_sum > 1e-6 * geo.clamp_min(tiny)
-        inv_blend = acc[1] / q_sum.clamp_min(tiny)
+        # [P] maps computed in place where a temporary is not needed (each fresh one costs page faults on the CPU)
+        geo_c, q_c = geo.clamp_min(tiny), q_sum.clamp_min(tiny)
+        valid = q_sum > geo_c * 1e-6
+        inv_blend = acc[1] / q_c
         # spread of the faces' inverse distances relative to their mean (~ std of log inverse distance)
-        var_log = (acc[2] / q_sum.clamp_min(tiny) / (inv_blend * inv_blend).clamp_min(tiny) - 1.0).clamp_min(0)
-        agreement = torch.exp(-var_log / (self.agreement_tau**2))
-        agreement = torch.where(seen_once, torch.full_like(agreement, self.single_face_confidence), agreement)
-        valid = valid & torch.isfinite(inv_blend) & (inv_blend > 0)
-        conf_pred = (q_sum / geo.clamp_min(tiny)).clamp(0, 1)
-        confidence = torch.where(valid, agreement * conf_pred, torch.zeros_like(agreement))
+        var_log = torch.div(acc[2], q_c).div_(torch.mul(inv_blend, inv_blend).clamp_min_(tiny)).sub_(1.0).clamp_min_(0)
+        agreement = torch.exp(var_log.neg_().div_(self.agreement_tau**2))
+        agreement.masked_fill_(seen_once, self.single_face_confidence)
+        valid &= torch.isfinite(inv_blend)
+        valid &= inv_blend > 0
+        invalid = ~valid
+        confidence = agreement.mul_(torch.div(q_sum, geo_c, out=q_c).clamp_(0, 1)).masked_fill_(invalid, 0.0)
         if not bool(valid.any()):
             raise RuntimeError("blending produced no valid pixel: every face prediction was invalid")
-        distance = torch.where(valid, 1.0 / inv_blend.clamp_min(tiny), torch.zeros_like(inv_blend))
+        distance = inv_blend.clamp_min_(tiny).reciprocal_().masked_fill_(invalid, 0.0)  # 1 / x as 1.0 / x computes it
         distance = fill_holes(distance.view(height, width), valid.view(height, width), self.fill_iterations)
         return distance, confidence.view(height, width)
 
