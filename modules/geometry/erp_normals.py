@@ -65,7 +65,7 @@ def erp_normals(distance: Tensor) -> Tensor:
         raise ValueError(f"distance must be [H, W], got {tuple(distance.shape)}")
     H, W = distance.shape
     valid = torch.isfinite(distance) & (distance > 0)
-    d = torch.where(valid, distance, torch.full_like(distance, float("nan")))
+    d = distance.masked_fill(~valid, float("nan"))
     # the points on channel planes [3, H, W] (every step below is a plane-wise operation), directions separably
     lon, lat = erp_pixel_to_lonlat(torch.arange(W, device=d.device, dtype=d.dtype),
                                    torch.arange(H, device=d.device, dtype=d.dtype), H, W)
@@ -91,4 +91,4 @@ def erp_normals(distance: Tensor) -> Tensor:
     n.mul_(sign / n.square().sum(0).sqrt_())
     good = valid & (torch.minimum(jump_e, jump_w) < inf) & (torch.minimum(jump_s, jump_n) < inf)
     good &= torch.isfinite(n).all(0)
-    return torch.where(good, n, torch.full_like(n, float("nan")))
+    return n.masked_fill_(~good, float("nan"))  # in place: no [3, H, W] temporaries
