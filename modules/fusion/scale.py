@@ -303,7 +303,7 @@ class Scale:
                                                "note": "no surface: every pixel is sky"})
         valid = check_distance_map(distance)
         if self.relative == "median":
-            median = distance[valid].median()
+            median = distance.masked_fill(~valid, float("nan")).nanmedian()  # = distance[valid].median(), no gather
             out, base = distance / median, 1.0 / float(median)
             relative_info = {"units": "relative", "method": "median", "note": _RELATIVE_NOTE}
         else:
