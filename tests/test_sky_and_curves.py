@@ -93,7 +93,7 @@ def test_outdoor_sky_at_the_network_floor_is_found(runs, street):
 
 
 @pytest.mark.xfail(strict=True, reason="not met yet at 512x256 / 128-px faces with the default (one icosahedron): "
-                   "measured AbsRel 0.0512, sky recall 0.997, surface->sky 0.0055 (affine with noise_floor 0.1, sky "
+                   "measured AbsRel 0.0517, sky recall 0.997, surface->sky 0.0055 (affine with noise_floor 0.1, sky "
                    "halos removed by colour, surfaces next to the sky extended, no refinement; 0.0580 before the "
                    "extension, 0.0756 before the floor); #12 asks 0.035 / 0.98 / 0.005; projection.rotations=2 meets it "
                    "(next test); per-face warps and curves on the near ground and the far field's noise remain (README)")
@@ -103,7 +103,7 @@ def test_outdoor_with_every_error_model(runs, street):
 
 def test_outdoor_with_every_error_model_at_the_quality_setting(street):
     """The quality setting (projection.rotations=2: twice the faces, twice the network work; README) meets #12's
-    outdoor bounds on this street with every error model (measured 0.0311 / 0.996 / 0.0044)."""
+    outdoor bounds on this street with every error model (measured 0.0314 / 0.996 / 0.0044)."""
     result = run(street, [*COMBINED, "projection.rotations=2"])[0]
     check_street(result, np.load(street.with_name("distance.npy")), 0.035, 0.98, 0.005)
 

@@ -147,6 +147,22 @@ def test_a_far_roof_above_a_much_nearer_surface_is_not_pulled_onto_it():
                            observed[20:23])
 
 
+def test_noise_alone_raises_few_pixels():
+    """A facade next to the sky with noise but no blur: keeping the larger of a pixel and a noisy extrapolation would
+    pull the band nearer on average; lowering the extrapolation by the samples' scatter (noise=1) keeps that small."""
+    _, truth, sky = facade_next_to_sky()
+    g = torch.Generator().manual_seed(2)
+    noisy = torch.where(sky, truth, truth * (1 + 0.05 * torch.randn(truth.shape, generator=g, dtype=torch.float64)))
+
+    def bias(noise):  # mean relative change of the band, share of its pixels raised
+        out = extend_surfaces_to_sky(noisy, sky, band=5, grazing=0.3, max_gain=2.0, noise=noise)
+        return float(((out[20:25] - noisy[20:25]) / truth[20:25]).mean()), float((out[20:25] != noisy[20:25]).double().mean())
+
+    plain, scattered = bias(0.0), bias(1.0)
+    assert scattered[0] < 0.5 * plain[0] and scattered[0] < 0.006, (plain, scattered)
+    assert scattered[1] < 0.5 * plain[1], (plain, scattered)
+
+
 def test_no_sky_or_band_zero_returns_the_input():
     observed, _, sky = facade_next_to_sky()
     assert extend_surfaces_to_sky(observed, torch.zeros_like(sky), 5, 0.3) is observed

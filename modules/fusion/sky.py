@@ -86,15 +86,16 @@ class SkyDetector:
                  edge_ratio: float = 0.5, edge_iterations: int = 2, smooth_px: int = 0, detect_height: int = 256, realign: bool = True,
                  weight_power: float = 1.0, far_limit: float | None = 50.0, cache_dir: str | None = None,
                  image_band: int = 2, image_window: int = 6, image_both_ways: bool = False,
-                 edge_band: float = 0.012, edge_grazing: float = 0.3):
+                 edge_band: float = 0.012, edge_grazing: float = 0.3, edge_noise: float = 1.0):
         if not 0 < vote_threshold <= 1:
             raise ValueError(f"vote_threshold must be in (0, 1], got {vote_threshold}")
         if detect_height < 8:
             raise ValueError(f"detect_height must be >= 8, got {detect_height}")
         if image_band < 0 or (image_band > 0 and image_window <= image_band):
             raise ValueError(f"image_band must be >= 0 and image_window > image_band, got {image_band}, {image_window}")
-        if edge_band < 0 or edge_grazing < 0:
-            raise ValueError(f"edge_band and edge_grazing must be >= 0, got {edge_band}, {edge_grazing}")
+        if edge_band < 0 or edge_grazing < 0 or edge_noise < 0:
+            raise ValueError(f"edge_band, edge_grazing and edge_noise must be >= 0, got {edge_band}, {edge_grazing}, "
+                             f"{edge_noise}")
         if far_limit is not None and not far_limit > 1:
             raise ValueError(f"far_limit must be > 1 or null, got {far_limit}")
         self.enabled = bool(enabled)
@@ -119,6 +120,7 @@ class SkyDetector:
         self.image_both_ways = bool(image_both_ways)
         self.edge_band = float(edge_band)
         self.edge_grazing = float(edge_grazing)
+        self.edge_noise = float(edge_noise)
 
     def describe(self) -> dict:
         return {"enabled": self.enabled, "raw_threshold": self.raw_threshold,
@@ -283,7 +285,7 @@ class SkyDetector:
         if band > 0 and bool(sky.any()):
             # a surface pixel kept out of the sky has at most ~1 - edge_ratio of the sky's share
             max_gain = 1.0 / self.edge_ratio if self.edge_ratio > 0 else float("inf")
-            inv = extend_surfaces_to_sky(1.0 / distance, sky, band, self.edge_grazing, max_gain)
+            inv = extend_surfaces_to_sky(1.0 / distance, sky, band, self.edge_grazing, max_gain, self.edge_noise)
             distance = torch.where(sky, distance, 1.0 / inv)
         return (*self.apply(distance, confidence, sky), sky)
 

@@ -117,7 +117,7 @@ _CHUNK = 1 << 17
 
 
 def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing: float,
-                           max_gain: float = 2.0) -> Tensor:
+                           max_gain: float = 2.0, noise: float = 1.0) -> Tensor:
     """Undo the sky's share in the surface pixels next to it.
 
     Networks blur depth edges over a few of their own pixels, and the sky's disparity is ~0, so a facade pixel within
@@ -125,8 +125,10 @@ def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing
     behind every roof line and tree top), never too high. Each surface pixel within ``band`` pixels of the sky takes
     the value its surface has further in, extrapolated to it: along the direction away from the sky (the gradient
     of the box-smoothed sky mask), 5 x 5 samples (5 depths starting ``band`` + 1 pixels from the boundary, 5 offsets
-    across, spacing band / 5 and band / 10 pixels) fit a line in depth, evaluated at the pixel. One-sided: the pixel
-    keeps the larger of its own and the extrapolated inverse distance, so nothing moves farther. Grazing surfaces
+    across, spacing band / 5 and band / 10 pixels) fit a line in depth, evaluated at the pixel, less ``noise`` x the
+    samples' RMS about the line (so that noise alone raises no pixel: the larger of two noisy values is biased
+    nearer). One-sided: the pixel keeps the larger of its own and the extrapolated inverse distance, so nothing moves
+    farther. Grazing surfaces
     are left alone (the ground toward the horizon, whose distance changes by more across the band than the blur's
     share): where the line's change over the extrapolated distance exceeds ``grazing`` x the extrapolated value, or
     any sample is sky or beyond the poles. A pixel whose extrapolated value exceeds ``max_gain`` x its own keeps its
@@ -139,6 +141,7 @@ def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing
         band: pixels (of this map) next to the sky that are re-estimated (0: no change).
         grazing: see above (e.g. 0.3).
         max_gain: see above (> 1; e.g. 2).
+        noise: see above (>= 0; e.g. 1).
     Returns:
         [H, W] inverse distance (``inv_distance`` outside the band; the same tensor when nothing changes).
     """
@@ -167,18 +170,26 @@ def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing
     t = (band + 1 - depth)[:, None] + step * torch.arange(5, device=sky.device, dtype=dt)[None, :]  # [N, 5]
     s = across * torch.arange(-2, 3, device=sky.device, dtype=dt)  # [5]
     m = torch.where(sky, torch.full_like(inv_distance, float("nan")), inv_distance).to(dt)
-    vals = torch.empty_like(t)  # [N, 5] mean across, per depth; in chunks (an 8K panorama has ~10^6 band pixels)
-    for i in range(0, len(v), _CHUNK):
+    tm = t.mean(1)
+    line, scatter, slope = torch.empty_like(tm), torch.empty_like(tm), torch.empty_like(tm)
+    finite = torch.empty_like(ok)
+    for i in range(0, len(v), _CHUNK):  # in chunks: an 8K panorama has ~10^6 band pixels
         c = slice(i, i + _CHUNK)
         uu = u[c].to(dt)[:, None, None] + t[c, None, :] * nu[c, None, None] - s[None, :, None] * nv[c, None, None]
         vv = v[c].to(dt)[:, None, None] + t[c, None, :] * nv[c, None, None] + s[None, :, None] * nu[c, None, None]
-        vals[c] = _bilinear_erp(m, uu, vv).mean(1)
-    tm, vm = t.mean(1), vals.mean(1)
-    slope = ((t - tm[:, None]) * (vals - vm[:, None])).sum(1) / ((t - tm[:, None]) ** 2).sum(1)
-    slope = slope.clamp_min(0)  # a surface that recedes toward the sky is extended flat
-    extrapolated = vm - slope * tm
+        samples = _bilinear_erp(m, uu, vv)  # [n, 5 across, 5 depths]
+        vals = samples.mean(1)
+        vm, dtc = vals.mean(1), t[c] - tm[c, None]
+        b = ((dtc * (vals - vm[:, None])).sum(1) / (dtc * dtc).sum(1)).clamp_min(0)  # receding: extended flat
+        fit = vm[:, None] + b[:, None] * dtc  # [n, 5] the line at each depth
+        rms = (samples - fit[:, None, :]).square().mean((1, 2)).sqrt()
+        line[c], scatter[c], slope[c] = vm - b * tm[c], rms, b
+        finite[c] = torch.isfinite(samples).flatten(1).all(1)
+    # the line at the pixel less the samples' own scatter about it: a noisy pixel is raised only where its deficit
+    # exceeds the surface's noise (the larger of two noisy values alone would be biased nearer)
+    extrapolated = line - noise * scatter
     here = m[v, u]
-    ok = ok & torch.isfinite(vals).all(1) & (slope * tm <= grazing * extrapolated) & (extrapolated <= max_gain * here)
+    ok = ok & finite & (slope * tm <= grazing * line) & (extrapolated <= max_gain * here)
     out = inv_distance.clone()
     out[v[ok], u[ok]] = torch.maximum(here[ok], extrapolated[ok]).to(out.dtype)
     return out
