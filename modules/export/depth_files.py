@@ -37,15 +37,18 @@ def write_distance_png(
     d = distance.detach().cpu().numpy() if isinstance(distance, Tensor) else np.asarray(distance)
     valid = np.isfinite(d) & (d > 0)
     if unit is None:
-        top = float(d[valid].max()) if valid.any() else 1.0
+        top = float(np.max(d, where=valid, initial=-np.inf)) if valid.any() else 1.0  # = d[valid].max(), no gather
         unit = top / 65535.0
     if not unit > 0:
         raise ValueError(f"distance PNG unit must be positive, got {unit}")
-    value = np.where(valid, np.round(np.where(valid, d, 0) / unit), 0)
+    # round(d / unit) where valid, 0 elsewhere, in place in one buffer
+    value = np.where(valid, d, 0)
+    value /= unit
+    np.round(value, out=value)
     clipped = int(((value > 65535) & valid).sum())
     if clipped:
         log.warning("%s: %d pixels beyond 65535 x unit were clipped", path, clipped)
-    value = np.clip(value, 0, 65535)
+    np.clip(value, 0, 65535, out=value)
     value[valid & (value < 1)] = 1
     with atomic_path(path) as tmp:
         Image.fromarray(value.astype(np.uint16)).save(tmp, format="PNG", compress_level=int(compress_level))

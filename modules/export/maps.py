@@ -103,8 +103,13 @@ def write_surface_maps(
             normal_jobs["normal_exr"] = lambda: write_exr(out_dir / "normal.exr", {"R": n[0], "G": n[1], "B": n[2]})
         if "normal_png" in maps:
             def normal_png() -> Path:
-                rgb = np.where(np.isfinite(n), (n + 1.0) * 127.5 + 0.5, 0.0).clip(0, 255).astype(np.uint8)
-                return _png(out_dir / "normal.png", rgb.transpose(1, 2, 0), png_compress_level)
+                # (n + 1) 127.5 + 0.5, 0 where undefined, clipped to bytes: in place in one float buffer
+                v = n + 1.0
+                v *= 127.5
+                v += 0.5
+                np.copyto(v, 0.0, where=~np.isfinite(n))
+                np.clip(v, 0, 255, out=v)
+                return _png(out_dir / "normal.png", v.astype(np.uint8).transpose(1, 2, 0), png_compress_level)
             normal_jobs["normal_png"] = normal_png
         if pool is not None:
             futures.update({name: pool.submit(job) for name, job in normal_jobs.items()})
