@@ -128,10 +128,9 @@ def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing
     across, spacing band / 5 and band / 10 pixels) fit a line in depth, evaluated at the pixel, less ``noise`` x the
     samples' RMS about the line (so that noise alone raises no pixel: the larger of two noisy values is biased
     nearer). One-sided: the pixel keeps the larger of its own and the extrapolated inverse distance, so nothing moves
-    farther. Grazing surfaces
-    are left alone (the ground toward the horizon, whose distance changes by more across the band than the blur's
-    share): where the line's change over the extrapolated distance exceeds ``grazing`` x the extrapolated value, or
-    any sample is sky or beyond the poles. A pixel whose extrapolated value exceeds ``max_gain`` x its own keeps its
+    farther. Grazing surfaces are left alone (the ground toward the horizon, whose distance changes by more across the
+    band than the blur's share): where the line's change over the extrapolated distance exceeds ``grazing`` x the
+    line's value at the pixel, or any sample is sky or beyond the poles. A pixel whose extrapolated value exceeds ``max_gain`` x its own keeps its
     own too: it would be more sky than surface (the sky detector's ``edge_ratio`` sends those to the sky), so the
     samples are more likely another, nearer surface (a far roof above a near one) than its own.
 
