@@ -27,23 +27,14 @@ __all__ = ["snap_sky_to_image", "extend_surfaces_to_sky"]
 
 
 def _box_sum(x: Tensor, r: int) -> Tensor:
-    """Sums of x [C, H, W] over (2r + 1)^2 windows (ERP wrap-around), by cumulative sums in float64."""
-    p = pad_erp(x.double()[None], r)[0]
-    c = F.pad(p.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+    """Sums of x [C, H, W] over (2r + 1)^2 windows (columns wrap around, rows replicate at the poles: ERP), in x's
+    dtype, separably by cumulative sums (exact for 0/1 masks in float32 up to (H + 2r) (2r + 1) < 2^24)."""
     k = 2 * r + 1
-    return (c[:, k:, k:] - c[:, :-k, k:] - c[:, k:, :-k] + c[:, :-k, :-k])
-
-
-def _box_count(mask: Tensor, r: int) -> Tensor:
-    """How many pixels of mask [H, W] (bool) lie in each (2r + 1)^2 window (columns wrap, rows replicate at the
-    poles): separable cumulative sums in int32 (exact; a quarter of the float64 integral image's memory)."""
-    x = mask.to(torch.int32)
-    x = torch.cat((x[:, -r:], x, x[:, :r]), 1)
-    c = F.pad(torch.cumsum(x, 1, dtype=torch.int32), (1, 0))
-    x = c[:, 2 * r + 1:] - c[:, :-2 * r - 1]  # [H, W] row sums
-    x = torch.cat((x[:1].expand(r, -1), x, x[-1:].expand(r, -1)), 0)
-    c = F.pad(torch.cumsum(x, 0, dtype=torch.int32), (0, 0, 1, 0))
-    return c[2 * r + 1:] - c[:-2 * r - 1]
+    p = pad_erp(x[None], r)[0]
+    c = F.pad(p.cumsum(-1), (1, 0))
+    rows = c[..., k:] - c[..., :-k]  # [C, H + 2r, W] sums along each row's window
+    c = F.pad(rows.cumsum(-2), (0, 0, 1, 0))
+    return c[:, k:] - c[:, :-k]
 
 
 def _dilate(mask: Tensor, r: int) -> Tensor:
@@ -130,9 +121,10 @@ def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing
     nearer). One-sided: the pixel keeps the larger of its own and the extrapolated inverse distance, so nothing moves
     farther. Grazing surfaces are left alone (the ground toward the horizon, whose distance changes by more across the
     band than the blur's share): where the line's change over the extrapolated distance exceeds ``grazing`` x the
-    line's value at the pixel, or any sample is sky or beyond the poles. A pixel whose extrapolated value exceeds ``max_gain`` x its own keeps its
-    own too: it would be more sky than surface (the sky detector's ``edge_ratio`` sends those to the sky), so the
-    samples are more likely another, nearer surface (a far roof above a near one) than its own.
+    line's value at the pixel, or any sample is sky or beyond the poles. A pixel whose extrapolated value exceeds
+    ``max_gain`` x its own keeps its own too: it would be more sky than surface (the sky detector's ``edge_ratio``
+    sends those to the sky), so the samples are more likely another, nearer surface (a far roof above a near one)
+    than its own.
 
     Args:
         inv_distance: [H, W] inverse distance (any value where ``sky``).
@@ -152,7 +144,7 @@ def extend_surfaces_to_sky(inv_distance: Tensor, sky: Tensor, band: int, grazing
     # s = (band + 0.5 - delta) / (2 band + 1), which gives each pixel's depth into the surface; its gradient points
     # into the sky
     k = 2 * band + 1
-    share = _box_count(sky, band).to(dt).div_(k * k)
+    share = _box_sum(sky[None].to(dt), band)[0].div_(k * k)
     in_band = ~sky & (share > 0)
     if not bool(in_band.any()):
         return inv_distance
