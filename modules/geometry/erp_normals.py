@@ -42,14 +42,7 @@ def _tangent(forward: Tensor, jump_fwd: Tensor, jump_bwd: Tensor, dim: int, wrap
     """Per pixel the forward difference [3, H, W] or the backward one (the previous pixel's forward difference), the
     one with the smaller distance jump [H, W] (jumps are finite or +inf, never NaN; where both are +inf the pixel
     gets no normal, so which one is taken does not matter)."""
-    take = jump_fwd <= jump_bwd
-    n = forward.shape[dim]
-    out = torch.empty_like(forward)
-    torch.where(take.narrow(dim, 1, n - 1), forward.narrow(dim, 1, n - 1), forward.narrow(dim, 0, n - 1),
-                out=out.narrow(dim, 1, n - 1))
-    before = forward.narrow(dim, n - 1, 1) if wrap else torch.full_like(forward.narrow(dim, 0, 1), float("nan"))
-    torch.where(take.narrow(dim, 0, 1), forward.narrow(dim, 0, 1), before, out=out.narrow(dim, 0, 1))
-    return out
+    return torch.where(jump_fwd <= jump_bwd, forward, _previous(forward, dim, wrap, float("nan")))
 
 
 def erp_normals(distance: Tensor) -> Tensor:
