@@ -15,11 +15,12 @@ from torch import Tensor
 
 from .cache import ValueCache
 
-__all__ = ["face_bounds", "face_lonlat", "gather_bilinear"]
+__all__ = ["face_bounds", "face_lonlat", "gather_bilinear", "plane_coords"]
 
 
-def _plane_coords(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """[S] normalised coordinates of pixel centres, in (-1, 1) (as in :mod:`modules.geometry.tangent`)."""
+def plane_coords(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """[S] normalised face-plane coordinates of the pixel centres, in (-1, 1) (the convention of
+    :mod:`modules.geometry.tangent`)."""
     return (torch.arange(size, device=device, dtype=dtype) + 0.5) * (2.0 / size) - 1.0
 
 
@@ -74,7 +75,7 @@ def face_lonlat(cameras) -> Tensor:
 
 def _face_lonlat(cameras) -> Tensor:
     R = cameras.R_world_from_face  # [F, 3, 3]
-    s = _plane_coords(cameras.size, R.device, R.dtype)
+    s = plane_coords(cameras.size, R.device, R.dtype)
     a = s[None, :] * cameras.tan_half_fov[:, None]  # [F, S] plane coordinate x tan
     col = R[:, None, :, 0] * a[:, :, None]  # [F, S, 3] world contribution of the column
     row = R[:, None, :, 1] * a[:, :, None] + R[:, None, :, 2]  # [F, S, 3] of the row, plus the axis

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cache import DiskCache, ValueCache
-from .face_sampling import face_bounds, face_lonlat
+from .face_sampling import face_bounds, face_lonlat, plane_coords
 from .spherical import direction_to_lonlat, erp_directions, lonlat_to_erp_pixel
 
 __all__ = [
@@ -133,11 +133,6 @@ def face_frame_from_axis(axis: Tensor) -> Tensor:
     return torch.stack((x, y, z), dim=-1)
 
 
-def _plane_coords(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """[S] normalised coordinates of pixel centres, in (-1, 1)."""
-    return (torch.arange(size, device=device, dtype=dtype) + 0.5) * (2.0 / size) - 1.0
-
-
 def face_rays(cameras: TangentCameras) -> Tensor:
     """Unit world directions of every face pixel centre.
 
@@ -146,7 +141,7 @@ def face_rays(cameras: TangentCameras) -> Tensor:
     """
     R = cameras.R_world_from_face
     S = cameras.size
-    s = _plane_coords(S, R.device, R.dtype)
+    s = plane_coords(S, R.device, R.dtype)
     t = cameras.tan_half_fov[:, None, None]  # [F, 1, 1]
     x = s[None, None, :] * t  # [F, 1, S]
     y = s[None, :, None] * t  # [F, S, 1]
@@ -164,7 +159,7 @@ def face_cos_to_axis(cameras: TangentCameras) -> Tensor:
         [F, S, S].
     """
     t = cameras.tan_half_fov
-    s = _plane_coords(cameras.size, t.device, t.dtype)
+    s = plane_coords(cameras.size, t.device, t.dtype)
     r2 = (s * s)[None, :, None] + (s * s)[None, None, :]  # [1, S, S]
     return torch.rsqrt(1.0 + (t * t)[:, None, None] * r2)
 
