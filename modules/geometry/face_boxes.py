@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cache import DiskCache, ValueCache
-from .spherical import erp_row_latitudes
+from .spherical import erp_column_longitudes, erp_row_latitudes
 from .face_sampling import face_bounds
 from .tangent import TangentCameras
 
@@ -147,8 +147,7 @@ def erp_face_boxes(cameras: TangentCameras, height: int, width: int, weight_powe
     bounds = face_bounds(cameras, height, width)  # [F, 4] int64, CPU
     lat = erp_row_latitudes(height, device, dtype)
     sin_lat, cos_lat = torch.sin(lat), torch.cos(lat)
-    cols = torch.arange(width, device=device, dtype=dtype)
-    lon = ((cols + 0.5) / width - 0.5) * (2.0 * math.pi)
+    lon = erp_column_longitudes(width, device, dtype)
     sin_lon, cos_lon = torch.sin(lon), torch.cos(lon)
     Rh = R.detach().to("cpu", torch.float64).tolist()  # host copies of the 9 coefficients (one read)
     th = t.detach().to("cpu", torch.float64).tolist()

@@ -26,6 +26,7 @@ __all__ = [
     "direction_to_erp_pixel",
     "erp_lonlat_grid",
     "erp_row_latitudes",
+    "erp_column_longitudes",
     "erp_directions",
     "erp_pixel_solid_angle",
 ]
@@ -101,6 +102,14 @@ def erp_row_latitudes(
     """Latitude of each ERP row: [H]. ``offset`` 0.5: the row centres; 1.0: the edges between row v and v + 1."""
     v = torch.arange(height, device=device, dtype=dtype)
     return (0.5 - (v + offset) / height) * math.pi
+
+
+def erp_column_longitudes(
+    width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Longitude of each ERP column's centre: [W] (what :func:`erp_pixel_to_lonlat` gives for u = 0 .. W - 1)."""
+    u = torch.arange(width, device=device, dtype=dtype)
+    return ((u + 0.5) / width - 0.5) * (2.0 * math.pi)
 
 
 def erp_lonlat_grid(
