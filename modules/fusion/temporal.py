@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..geometry.spherical import direction_to_erp_pixel, erp_directions
+from .refinement.pcg import conjugate_gradients
 
 __all__ = [
     "PairAlignment", "downsample_distance", "so3_exp", "yaw_rotation", "range_residual", "align_pair",
@@ -360,26 +361,11 @@ def solve_scales(num_frames: int, pairs: list[tuple[int, int, float, float]], an
         x = torch.cholesky_solve(rhs[:, None], torch.linalg.cholesky(N))[:, 0]
         return x.numpy()
 
-    def apply(v: Tensor) -> Tensor:  # (A^T A + lam I) v without forming it
-        return diag * v - torch.zeros_like(v).index_add_(0, i, w * v[j]).index_add_(0, j, w * v[i])
+    def apply(v: Tensor, out: Tensor) -> Tensor:  # (A^T A + lam I) v without forming it
+        torch.mul(diag, v, out=out)
+        return out.sub_(torch.zeros_like(v).index_add_(0, i, w * v[j]).index_add_(0, j, w * v[i]))
 
-    x = torch.zeros(num_frames, dtype=dt)
-    r = rhs.clone()
-    z = r / diag
-    p = z.clone()
-    rz = r @ z
-    tol = 1e-13 * float(rhs.norm()) if float(rhs.norm()) > 0 else 0.0
-    for _ in range(10 * num_frames):
-        if float(r.norm()) <= tol:
-            break
-        Ap = apply(p)
-        alpha = rz / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        z = r / diag
-        rz_new = r @ z
-        p = z + (rz_new / rz) * p
-        rz = rz_new
+    x, _, _ = conjugate_gradients(apply, rhs, lambda r, out: torch.div(r, diag, out=out), 1e-13, 10 * num_frames)
     return x.numpy()
 
 

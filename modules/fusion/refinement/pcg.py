@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -17,18 +18,25 @@ from .preconditioner import _RowMeanPreconditioner
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _pcg(
-    system: _System,
+def conjugate_gradients(
+    apply: Callable[[Tensor, Tensor], Tensor],
     rhs: Tensor,
-    precond: _RowMeanPreconditioner,
-    deflation: _Deflation | None,
+    precondition: Callable[[Tensor, Tensor], object],
     tol: float,
     max_iterations: int,
+    deflation: _Deflation | None = None,
 ) -> tuple[Tensor, int, float]:
-    """Solve A x = rhs by (deflated) preconditioned CG from x = 0 (or the deflation's coarse solution).
+    """Solve A x = rhs by (deflated) preconditioned CG from x = 0 (or the deflation's coarse solution), A symmetric
+    positive (semi-)definite.
 
-    Work arrays are allocated once. rhs: [H, W], overwritten (it becomes the residual).
-    Returns (x [H, W], iterations, ||rhs - A x|| / ||rhs||).
+    Args:
+        apply: ``apply(v, out)`` writes A v into ``out`` (and returns it); v, out: rhs's shape.
+        rhs: any shape; overwritten (it becomes the residual).
+        precondition: ``precondition(r, out)`` writes M^-1 r into ``out``.
+        tol: stop when ||rhs - A x|| / ||rhs|| <= tol.
+        max_iterations: at most this many iterations.
+        deflation: the refinement's coarse space (None: plain PCG).
+    Work arrays are allocated once. Returns (x, iterations, ||rhs - A x|| / ||rhs||).
     """
     norm0 = float(torch.linalg.vector_norm(rhs))
     if norm0 == 0.0:
@@ -39,21 +47,21 @@ def _pcg(
         x = torch.zeros_like(r)
     else:
         x = deflation.coarse(r)
-        r.sub_(_apply(system, x, out=Ap))
+        r.sub_(apply(x, Ap))
     z = torch.empty_like(r)
 
-    def precondition() -> None:
-        precond(r, out=z)
+    def preconditioned() -> None:
+        precondition(r, z)
         if deflation is not None:
             deflation.project_(z)
 
-    precondition()
+    preconditioned()
     p = z.clone()
     rz = float(torch.dot(r.view(-1), z.view(-1)))
     rel = float(torch.linalg.vector_norm(r)) / norm0
     it = 0
     while it < max_iterations and rel > tol:
-        _apply(system, p, out=Ap)
+        apply(p, Ap)
         pAp = float(torch.dot(p.view(-1), Ap.view(-1)))
         if not pAp > 0.0:  # p in the null space (a part without fidelity) or breakdown: nothing left to gain
             break
@@ -64,7 +72,7 @@ def _pcg(
         rel = float(torch.linalg.vector_norm(r)) / norm0
         if rel <= tol:
             break
-        precondition()
+        preconditioned()
         rz_new = float(torch.dot(r.view(-1), z.view(-1)))
         p.mul_(rz_new / rz).add_(z)
         rz = rz_new
@@ -134,7 +142,9 @@ def solve_refinement(
     deflation = None
     if has_cut:
         deflation = _Deflation.build(connected_components(wx, wy, wp), system.fidelity)
-    delta, iterations, rel = _pcg(system, rhs, precond, deflation, float(tol), int(max_iterations))
+    delta, iterations, rel = conjugate_gradients(lambda v, out: _apply(system, v, out=out), rhs,
+                                                 lambda r, out: precond(r, out=out), float(tol), int(max_iterations),
+                                                 deflation)
     return RefinementResult((start + delta).to(L0.dtype), iterations, rel, rel <= tol)
 
 
