@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..geometry.spherical import direction_to_erp_pixel, erp_directions
+from ..geometry.spherical import direction_to_erp_pixel, erp_directions, erp_row_latitudes
 from .refinement.pcg import conjugate_gradients
 
 __all__ = [
@@ -159,7 +159,7 @@ def _frame_points(distance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(points [N, 3], solid-angle weights [N], valid [N]) of a small ERP distance map [h, w]."""
     h, w = distance.shape
     dirs = erp_directions(h, w, device=distance.device, dtype=distance.dtype)
-    lat_w = torch.cos((0.5 - (torch.arange(h, device=distance.device, dtype=distance.dtype) + 0.5) / h) * math.pi)
+    lat_w = torch.cos(erp_row_latitudes(h, distance.device, distance.dtype))
     valid = torch.isfinite(distance) & (distance > 0)
     points = dirs * torch.where(valid, distance, torch.zeros_like(distance))[..., None]
     return points.reshape(-1, 3), lat_w[:, None].expand(h, w).reshape(-1), valid.reshape(-1)
