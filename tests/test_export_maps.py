@@ -8,7 +8,7 @@ from PIL import Image
 
 from modules.dataset.synthetic_scene import make_room, render_erp
 from modules.evaluation.readers import read_exr_channels
-from modules.export.maps import MAP_NAMES, write_surface_maps
+from modules.export.maps import MAP_NAMES, write_exr, write_surface_maps
 from modules.geometry.erp_normals import erp_normals
 from modules.geometry.spherical import erp_directions
 
@@ -61,6 +61,15 @@ def test_maps_read_back(tmp_path):
     assert ok[valid].mean() > 0.95 and not ok[~valid].any()
     assert np.abs(png[ok] - n[ok]).max() <= 1 / 127.5 + 1e-6
     assert (np.asarray(Image.open(files["normal_png"]))[~ok] == 0).all()
+    # normal.exr is stored as half floats (as Blender writes its passes), within half's rounding of the float32 normals
+    import OpenEXR
+
+    with OpenEXR.File(str(files["normal_exr"]), separate_channels=True) as f:
+        assert {ch.pixels.dtype for ch in f.channels().values()} == {np.dtype(np.float16)}
+    exact = erp_normals(d).permute(1, 2, 0).numpy()
+    assert np.array_equal(np.isfinite(exact).all(-1), ok) and np.abs(n[ok] - exact[ok]).max() <= 2 ** -11
+    with pytest.raises(ValueError, match="float32 or float16"):
+        write_exr(tmp_path / "x.exr", {"Y": d.numpy()}, np.float64)
     with pytest.raises(ValueError, match="unknown map"):
         write_surface_maps(tmp_path, d, maps=("depth_exr",))
 

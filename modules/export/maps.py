@@ -4,8 +4,10 @@
   run's units (metres when a metric scale was found); invalid pixels (sky: +inf, or no estimate: NaN) keep their value.
 * ``points.exr``: float32 channels ``R G B`` = X Y Z of each pixel's point, OpenCV axes (x right, y down, z forward,
   camera at the origin), NaN where invalid.
-* ``normal.exr``: float32 ``R G B`` = the unit surface normal (OpenCV axes, facing the camera; from the distance map on
-  the sphere, :func:`modules.geometry.erp_normals.erp_normals`), NaN where undefined.
+* ``normal.exr``: half-float ``R G B`` = the unit surface normal (OpenCV axes, facing the camera; from the distance map
+  on the sphere, :func:`modules.geometry.erp_normals.erp_normals`), NaN where undefined. Half, as Blender writes its
+  EXR passes by default: each component within 5e-4 (< 0.05 degrees), and at 2048x1024 a third of the float32 file
+  (7 MB instead of 19 MB) in less than half the encoding time.
 * ``normal.png``: 8-bit RGB ``(n + 1) / 2 * 255`` of the same normals (x right -> red, y down -> green, z forward ->
   blue); (0, 0, 0) where undefined (it decodes to a non-unit vector).
 * ``mask.png``: 8-bit grey, 255 where the pixel has a valid surface distance, 0 elsewhere (sky, invalid).
@@ -38,12 +40,15 @@ log = logging.getLogger(__name__)
 MAP_NAMES = ("distance_exr", "points_exr", "normal_png", "normal_exr", "mask_png")
 
 
-def write_exr(path: str | os.PathLike, channels: dict[str, np.ndarray]) -> Path:
-    """Write float32 [H, W] channels to a ZIP-compressed scanline OpenEXR file."""
+def write_exr(path: str | os.PathLike, channels: dict[str, np.ndarray], dtype: type = np.float32) -> Path:
+    """Write [H, W] channels to a ZIP-compressed scanline OpenEXR file, stored as ``dtype`` (np.float32 or
+    np.float16)."""
     import OpenEXR
 
     path = Path(path)
-    data = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in channels.items()}
+    if dtype not in (np.float32, np.float16):
+        raise ValueError(f"{path}: EXR channels are written as float32 or float16, not {dtype}")
+    data = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in channels.items()}
     shapes = {v.shape for v in data.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(f"{path}: EXR channels must be [H, W] arrays of one shape, got {sorted(shapes)}")
@@ -100,7 +105,8 @@ def write_surface_maps(
         n = erp_normals(d).cpu().numpy()  # [3, H, W]
         normal_jobs: dict[str, Callable[[], Path]] = {}
         if "normal_exr" in maps:
-            normal_jobs["normal_exr"] = lambda: write_exr(out_dir / "normal.exr", {"R": n[0], "G": n[1], "B": n[2]})
+            normal_jobs["normal_exr"] = lambda: write_exr(out_dir / "normal.exr", {"R": n[0], "G": n[1], "B": n[2]},
+                                                            np.float16)
         if "normal_png" in maps:
             def normal_png() -> Path:
                 # (n + 1) 127.5 + 0.5, 0 where undefined, clipped to bytes: in place in one float buffer
