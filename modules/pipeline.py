@@ -60,7 +60,7 @@ class StageTimer:
         self.progress = PROGRESS.get()
 
     @contextmanager
-    def __call__(self, name: str, device: torch.device | None = None) -> Iterator[None]:
+    def __call__(self, name: str, device: torch.device | None = None, report: bool = True) -> Iterator[None]:
         def sync() -> None:
             if device is not None and device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -72,7 +72,7 @@ class StageTimer:
         finally:
             sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-            if self.progress is not None and name in self.stages:
+            if report and self.progress is not None and name in self.stages:
                 self.progress(name, (self.stages.index(name) + 1) / len(self.stages))
 
 
@@ -168,7 +168,9 @@ class PanoramaPipeline:
         scale: the scale stage (:class:`~modules.fusion.scale.Scale`); None: relative output with median 1.
         preprocess: callable applied to the face images [F, 3, S, S] before prediction (None: none).
         sky: a :class:`~modules.fusion.sky.SkyDetector` (None: every pixel is a surface); sky pixels get distance
-            +inf and confidence 0, and alignment, blending and refinement leave them out.
+            +inf and confidence 0, and alignment, blending and refinement leave them out. When it finds sky on at
+            least ``projection.outdoor_sky_fraction`` of the panorama, the faces of the further rotated copies up
+            to ``projection.outdoor_rotations`` are predicted too and all faces aligned again (an outdoor pass).
     """
 
     def __init__(
@@ -192,17 +194,39 @@ class PanoramaPipeline:
         self.scale = scale if scale is not None else Scale()
         self.preprocess = preprocess
         self.sky = sky if sky is not None and sky.enabled else None
-        self._cameras = None
+        self._cameras = self._outdoor_cameras = None
         #: derived geometry of the stages (samples, sparse patterns) keyed by value; shared by the stages
         self.cache = ValueCache()
         for stage in (alignment, blender, self.sky, self.refinement):
             if hasattr(stage, "cache"):
                 stage.cache = self.cache
 
-    def cameras(self, dtype: torch.dtype = torch.float32):
-        if self._cameras is None:
-            self._cameras = self.projection.cameras(self.device, dtype)
-        return self._cameras
+    def cameras(self, dtype: torch.dtype = torch.float32, outdoor: bool = False):
+        """The faces' cameras (float32 on the pipeline's device): the ``projection.rotations`` copies, or with
+        ``outdoor`` the ``projection.outdoor_rotations`` copies (the first ones the same faces)."""
+        key = "_outdoor_cameras" if outdoor else "_cameras"
+        if getattr(self, key) is None:
+            rotations = self.projection.outdoor_rotations if outdoor else None
+            setattr(self, key, self.projection.cameras(self.device, dtype, rotations))
+        return getattr(self, key)
+
+    def _outdoor_pass(self, sky_report: dict | None) -> bool:
+        """Whether the first pass's sky asks for the outdoor copies (and there are more of them)."""
+        return (self.sky is not None and sky_report is not None
+                and self.projection.outdoor_rotations > self.projection.rotations
+                and sky_report.get("sky_fraction", 0.0) >= self.projection.outdoor_sky_fraction)
+
+    def _predict(self, rgb: Tensor, cams, timer: StageTimer, report: bool = True):
+        """Project the panorama into ``cams`` and predict them: (disparity, confidence) [F, S, S] on the device.
+        ``report``: tell the projection's end to :data:`PROGRESS` (the network's is told after the metric views)."""
+        dev = self.device
+        with timer("projection", dev, report):
+            faces_rgb = erp_to_faces(rgb.to(dev, torch.float32)[None], cams)[0].clamp_(0, 1)  # [F, 3, S, S], in place
+            if self.preprocess is not None:
+                faces_rgb = self.preprocess(faces_rgb)
+        with timer("network", dev, report=False):  # told with the metric views, below
+            disparity, confidence = self.predictor.predict_with_confidence(faces_rgb, cams)
+        return disparity.to(dev, torch.float32), confidence.to(dev, torch.float32)
 
     def run(self, rgb: Tensor, image_path: str | None = None) -> PipelineResult:
         """Process one panorama.
@@ -216,16 +240,14 @@ class PanoramaPipeline:
         H, W = rgb.shape[1:]
         timer = StageTimer(("projection", "network", "alignment", "blending", "refinement", "scale"))
         dev = self.device
-        with timer("projection", dev):
+        with timer("projection", dev, report=False):  # told when the faces are projected (_predict)
             cams = self.cameras()
-            faces_rgb = erp_to_faces(rgb.to(dev, torch.float32)[None], cams)[0].clamp_(0, 1)  # [F, 3, S, S], in place
-            if self.preprocess is not None:
-                faces_rgb = self.preprocess(faces_rgb)
-        with timer("network", dev):
+        with timer("network", dev, report=False):
             self.predictor.begin_panorama(image_path, (H, W))
-            disparity, confidence = self.predictor.predict_with_confidence(faces_rgb, cams)
+        disparity, confidence = self._predict(rgb, cams, timer)
+        with timer("network", dev):
             metric = predict_metric_views(self.predictor, rgb.to(dev), self.scale, self.preprocess)
-        pred = FacePredictions(disparity.to(dev, torch.float32), confidence.to(dev, torch.float32), cams)
+        pred = FacePredictions(disparity, confidence, cams)
         info = {}
         sky = None
         with timer("alignment", dev):
@@ -233,6 +255,23 @@ class PanoramaPipeline:
                 aligned = self.alignment.align(sanitize_predictions(pred)[0])
             else:
                 aligned, sky, info["sky"] = self.sky.align(self.alignment, pred, H, W)
+        if self._outdoor_pass(info.get("sky")):
+            # open sky: the further rotated copies' faces too, then every face aligned again (the first copies'
+            # predictions are kept; only the new faces go through the network)
+            first = info["sky"]["sky_fraction"]
+            with timer("projection", dev, report=False):
+                all_cams = self.cameras(outdoor=True)
+                new = all_cams.select(slice(cams.num_faces, None))
+            log.info("open sky on %.0f %% of the panorama: adding %d faces of %d more rotated copies "
+                     "(projection.outdoor_rotations=%d; set it to 1 for one pass)", 100 * first, new.num_faces,
+                     self.projection.outdoor_rotations - self.projection.rotations, self.projection.outdoor_rotations)
+            d_new, c_new = self._predict(rgb, new, timer, report=False)
+            pred = FacePredictions(torch.cat([pred.disparity, d_new]), torch.cat([pred.confidence, c_new]), all_cams)
+            with timer("alignment", dev, report=False):
+                aligned, sky, info["sky"] = self.sky.align(self.alignment, pred, H, W)
+            info["outdoor_pass"] = {"first_sky_fraction": first, "rotations": self.projection.outdoor_rotations,
+                                    "faces": all_cams.num_faces}
+            cams = all_cams
         with timer("blending", dev):
             distance, conf = self.blender.blend(aligned, H, W)
         with timer("refinement", dev):

@@ -206,6 +206,8 @@ def _target_rules() -> list[tuple[type | Callable, str, Callable[[Any], Rule | N
     return [
         (TangentProjection, "face_size", lambda _: Rule(ge=8, note="pixels per face side, e.g. 512")),
         (TangentProjection, "rotations", lambda _: Rule(ge=1)),
+        (TangentProjection, "outdoor_rotations", lambda _: Rule(ge=1, note="1 = never more than `rotations`")),
+        (TangentProjection, "outdoor_sky_fraction", lambda _: Rule(ge=0, le=1, note="share of the panorama's pixels")),
         (TangentProjection, "padding_factor", lambda _: Rule(gt=0, note="1.0 = faces just touch")),
         (IcosahedronProjection, "level", lambda _: Rule(choices=(0, 1, 2))),
         (HFDepthPredictor, "precision", lambda _: Rule(choices=tuple(PRECISIONS))),

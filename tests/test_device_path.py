@@ -44,8 +44,8 @@ def host_calls_recorded(calls: list):
             calls.append((mod, name))
 
     @contextmanager
-    def timed(self, stage, device=None):
-        with original(self, stage, device):
+    def timed(self, stage, device=None, report=True):
+        with original(self, stage, device, report):
             if stage == "network":
                 yield
                 return
@@ -87,6 +87,7 @@ def test_no_numpy_or_scipy_between_projection_and_scale(street, alignment, monke
     assert labelled, "the refinement had no cut edge: the connected-parts labelling was not exercised"
     assert result.info["refinement"]["applied"]
     assert torch.isinf(result.distance).any() and torch.isfinite(result.distance).any()  # sky and surface
+    assert result.info["outdoor_pass"]["faces"] == 40  # the second copy's projection and alignment were recorded too
 
 
 def test_the_recorder_sees_numpy():

@@ -52,23 +52,27 @@ MODELS = {
                  f"{C}edge_blur=0.01", f"{C}additive_noise=0.01", f"{C}infinity_distance=500",
                  f"{C}low_info_sky=0.5", f"{C}low_info_warp=0.3"],
 }
-# method -> (config overrides, oracle degree or None)
+# method -> (config overrides, oracle degree or None). Every method but "default" keeps the copies it names
+# (projection.outdoor_rotations=1: no outdoor pass); "default" is the project's defaults (affine, no refinement,
+# and outdoors, when the first pass finds sky, a second rotated copy of the faces)
+ONE = "projection.outdoor_rotations=1"
 METHODS = {
-    "naive per-face median": (["alignment=median", "refinement=none"], None),
-    "affine": (["alignment=affine", "refinement=none"], None),
+    "naive per-face median": (["alignment=median", "refinement=none", ONE], None),
+    "default": ([], None),
+    "affine": (["alignment=affine", "refinement=none", ONE], None),
     "affine + 2 rotations": (["alignment=affine", "refinement=none", "projection.rotations=2"], None),
-    "grid": (["alignment=grid", "refinement=none"], None),
-    "affine + refinement": (["alignment=affine", "refinement=gradient"], None),
+    "grid": (["alignment=grid", "refinement=none", ONE], None),
+    "affine + refinement": (["alignment=affine", "refinement=gradient", ONE], None),
     "affine + refinement + 2 rotations": (["alignment=affine", "refinement=gradient", "projection.rotations=2"], None),
-    "affine + log_merge": (["alignment=affine", "refinement=log_merge"], None),
+    "affine + log_merge": (["alignment=affine", "refinement=log_merge", ONE], None),
     "affine + log_merge + 2 rotations": (["alignment=affine", "refinement=log_merge", "projection.rotations=2"], None),
-    "grid + refinement": (["alignment=grid", "refinement=gradient"], None),
+    "grid + refinement": (["alignment=grid", "refinement=gradient", ONE], None),
     "grid + refinement + 2 rotations": (["alignment=grid", "refinement=gradient", "projection.rotations=2"], None),
-    "curve": (["alignment=curve", "refinement=none"], None),
-    "curve + refinement": (["alignment=curve", "refinement=gradient"], None),
+    "curve": (["alignment=curve", "refinement=none", ONE], None),
+    "curve + refinement": (["alignment=curve", "refinement=gradient", ONE], None),
     "curve + refinement + 2 rotations": (["alignment=curve", "refinement=gradient", "projection.rotations=2"], None),
-    "ORACLE affine": (["alignment=affine", "refinement=none"], 1),
-    "ORACLE curve": (["alignment=curve", "refinement=none"], 2),
+    "ORACLE affine": (["alignment=affine", "refinement=none", ONE], 1),
+    "ORACLE curve": (["alignment=curve", "refinement=none", ONE], 2),
 }
 FUSION_STAGES = ("alignment", "sky", "blending", "refinement")
 BANDS = {"<5 m": (0.0, 5.0), "5-20 m": (5.0, 20.0), ">20 m": (20.0, np.inf)}
@@ -113,7 +117,8 @@ def run_cell(folder: Path, gt: np.ndarray, seed: int, model: list[str], method: 
     wall = time.perf_counter() - start
     pred = res.distance.numpy().astype(np.float64)
     out = score(pred, gt.astype(np.float64))
-    out["seam"] = seam_score(res.distance, torch.from_numpy(gt), pipeline.cameras())
+    out["seam"] = seam_score(res.distance, torch.from_numpy(gt), res.faces.cameras)  # the faces it ran (outdoor pass)
+    out["faces"] = res.faces.cameras.num_faces
     out["fusion_s"] = sum(res.timings.get(s, 0.0) for s in FUSION_STAGES)
     out["wall_s"] = wall
     out["finite_output"] = bool(np.isfinite(pred[np.isfinite(gt)]).mean() > 0) and not np.isnan(pred).any()

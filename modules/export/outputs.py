@@ -80,7 +80,9 @@ def write_panorama_outputs(
             job.result()  # re-raises a writer's error
     timings = dict(result.timings)
     timings["writing"] = time.perf_counter() - start
-    sections = {"distance_png": png, "alignment": result.info.get("alignment"), **(extra or {})}
+    # the faces the run predicted: one rotated copy, or more when the outdoor pass ran (projection.outdoor_rotations)
+    faces = {"count": result.info.get("num_faces"), "outdoor_pass": result.info.get("outdoor_pass")}
+    sections = {"distance_png": png, "alignment": result.info.get("alignment"), "faces": faces, **(extra or {})}
     return write_meta(out_dir, cfg, input={"image_path": image_path, "height": int(rgb.shape[1]),
                                            "width": int(rgb.shape[2]), **(input_info or {})},
                       timings=timings, scale=result.info.get("scale"), **sections)

@@ -32,8 +32,10 @@ Further error models, each standing for something real networks (MiDaS, Depth An
   ``low_info_warp``: there the prediction is close to arbitrary. (Faces of a blank wall or floor are not modelled:
   at icosahedron level 0 with the default padding no face sees only one plane.)
 
-Everything is drawn from ``torch.Generator`` objects seeded with ``seed`` and the face's index, so a face gets the same
-corruption whatever batch it arrives in (the models above draw from a second generator, so turning them on leaves
+Everything is drawn from ``torch.Generator`` objects seeded with ``seed`` and the face's index (its cameras'
+``face_ids``: its place among all faces of all rotated copies), so a face gets the same corruption whatever batch it
+arrives in (the outlier faces are drawn among 0 .. the call's largest index, so a second call for a second rotated copy
+draws its own) (the models above draw from a second generator, so turning them on leaves
 the draws of the original ones unchanged). With scale_range [1, 1], shift_range [0, 0] and every amplitude 0 it
 returns the exact truth.
 
@@ -381,7 +383,7 @@ class SyntheticPredictor(DepthPredictor):
             raise ValueError(
                 f"images {tuple(images.shape)} do not match {cameras.num_faces} cameras of size {cameras.size}"
             )
-        out = self.corrupt(self.true_disparity(cameras), torch.arange(cameras.num_faces))
+        out = self.corrupt(self.true_disparity(cameras), cameras.face_ids)
         if out.shape[-2:] != images.shape[-2:]:
             out = F.interpolate(out[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         return out.to(images.device, torch.float32)

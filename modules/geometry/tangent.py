@@ -55,15 +55,24 @@ class TangentCameras:
         R_world_from_face: [F, 3, 3] rotations; column k is the face's k-th axis in world coordinates.
         tan_half_fov: [F] tangent of each face's half field of view (centre to middle of an edge).
         size: face image side in pixels.
+        ids: [F] long, each face's index in the full face set it was taken from (a projection's faces of all its
+            rotated copies, copy-major); None: 0 .. F-1. Geometry ignores it; predictors that draw per-face
+            errors (the synthetic one) key them by it, so that faces predicted in separate calls stay distinct.
     """
 
     R_world_from_face: Tensor
     tan_half_fov: Tensor
     size: int
+    ids: Tensor | None = None
 
     @property
     def num_faces(self) -> int:
         return int(self.R_world_from_face.shape[0])
+
+    @property
+    def face_ids(self) -> Tensor:
+        """[F] long on the CPU: :attr:`ids`, or 0 .. F-1."""
+        return self.ids.cpu() if self.ids is not None else torch.arange(self.num_faces)
 
     @property
     def axes(self) -> Tensor:
@@ -92,22 +101,22 @@ class TangentCameras:
             self.R_world_from_face.to(device=device, dtype=dtype),
             self.tan_half_fov.to(device=device, dtype=dtype),
             self.size,
+            self.ids,
         )
 
     def select(self, index: Tensor | slice) -> "TangentCameras":
-        """The cameras at ``index`` (a slice or a [K] index tensor)."""
-        return TangentCameras(self.R_world_from_face[index], self.tan_half_fov[index], self.size)
+        """The cameras at ``index`` (a slice or a [K] index tensor), keeping their :attr:`face_ids`."""
+        ids = self.face_ids[index.cpu() if isinstance(index, Tensor) else index]
+        return TangentCameras(self.R_world_from_face[index], self.tan_half_fov[index], self.size, ids)
 
     @staticmethod
     def concat(cameras: list["TangentCameras"]) -> "TangentCameras":
         sizes = {c.size for c in cameras}
         if len(sizes) != 1:
             raise ValueError(f"cannot concatenate cameras of different sizes {sorted(sizes)}")
-        return TangentCameras(
-            torch.cat([c.R_world_from_face for c in cameras]),
-            torch.cat([c.tan_half_fov for c in cameras]),
-            cameras[0].size,
-        )
+        ids = torch.cat([c.face_ids for c in cameras]) if any(c.ids is not None for c in cameras) else None
+        return TangentCameras(torch.cat([c.R_world_from_face for c in cameras]),
+                              torch.cat([c.tan_half_fov for c in cameras]), cameras[0].size, ids)
 
 
 def face_frame_from_axis(axis: Tensor) -> Tensor:
