@@ -72,6 +72,7 @@ METHODS = {
     "curve + refinement": (["alignment=curve", "refinement=gradient", ONE], None),
     "curve + refinement + 2 rotations": (["alignment=curve", "refinement=gradient", "projection.rotations=2"], None),
     "ORACLE affine": (["alignment=affine", "refinement=none", ONE], 1),
+    "ORACLE affine + 2 rotations": (["alignment=affine", "refinement=none", "projection.rotations=2"], 1),
     "ORACLE curve": (["alignment=curve", "refinement=none", ONE], 2),
 }
 FUSION_STAGES = ("alignment", "sky", "blending", "refinement")
