@@ -262,9 +262,10 @@ class PanoramaPipeline:
             with timer("projection", dev, report=False):
                 all_cams = self.cameras(outdoor=True)
                 new = all_cams.select(slice(cams.num_faces, None))
-            log.info("open sky on %.0f %% of the panorama: adding %d faces of %d more rotated copies "
-                     "(projection.outdoor_rotations=%d; set it to 1 for one pass)", 100 * first, new.num_faces,
-                     self.projection.outdoor_rotations - self.projection.rotations, self.projection.outdoor_rotations)
+            more = self.projection.outdoor_rotations - self.projection.rotations
+            log.info("open sky on %.0f %% of the panorama: adding the %d faces of %d more rotated %s "
+                     "(projection.outdoor_rotations=%d; set it to 1 for one pass)", 100 * first, new.num_faces, more,
+                     "copy" if more == 1 else "copies", self.projection.outdoor_rotations)
             d_new, c_new = self._predict(rgb, new, timer, report=False)
             pred = FacePredictions(torch.cat([pred.disparity, d_new]), torch.cat([pred.confidence, c_new]), all_cams)
             with timer("alignment", dev, report=False):
