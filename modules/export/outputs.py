@@ -23,7 +23,7 @@ from .maps import write_surface_maps
 from .depth_files import write_distance_png, write_npy, write_preview, write_sky_mask
 from .pointcloud import erp_points, write_point_cloud_ply
 
-__all__ = ["write_panorama_outputs", "write_meta", "COMMON_META_KEYS"]
+__all__ = ["write_panorama_outputs", "write_meta", "faces_meta", "COMMON_META_KEYS"]
 
 #: keys every mode's meta.json has
 COMMON_META_KEYS = ("input", "outputs", "scale", "predictor", "timings", "machine", "config")
@@ -38,6 +38,12 @@ def _writer_threads(pixels: int) -> int:
     """Threads that encode a panorama's files side by side: one per CPU core, at most 4 (1 above
     :data:`PARALLEL_WRITE_MAX_PIXELS`)."""
     return max(1, min(4, os.cpu_count() or 1)) if pixels <= PARALLEL_WRITE_MAX_PIXELS else 1
+
+
+def faces_meta(result: PipelineResult) -> dict[str, Any]:
+    """meta.json's ``faces``: how many faces the run predicted, and the outdoor pass if it ran (its first pass's sky
+    share and the rotated copies; :meth:`modules.pipeline.PanoramaPipeline.run`), else None."""
+    return {"count": result.info.get("num_faces"), "outdoor_pass": result.info.get("outdoor_pass")}
 
 
 def write_panorama_outputs(
@@ -80,9 +86,8 @@ def write_panorama_outputs(
             job.result()  # re-raises a writer's error
     timings = dict(result.timings)
     timings["writing"] = time.perf_counter() - start
-    # the faces the run predicted: one rotated copy, or more when the outdoor pass ran (projection.outdoor_rotations)
-    faces = {"count": result.info.get("num_faces"), "outdoor_pass": result.info.get("outdoor_pass")}
-    sections = {"distance_png": png, "alignment": result.info.get("alignment"), "faces": faces, **(extra or {})}
+    sections = {"distance_png": png, "alignment": result.info.get("alignment"), "faces": faces_meta(result),
+                **(extra or {})}
     return write_meta(out_dir, cfg, input={"image_path": image_path, "height": int(rgb.shape[1]),
                                            "width": int(rgb.shape[2]), **(input_info or {})},
                       timings=timings, scale=result.info.get("scale"), **sections)

@@ -27,6 +27,7 @@ from torch import Tensor
 from ..pipeline import PipelineResult
 from .atomic import atomic_path
 from .depth_files import write_json, write_npy
+from .outputs import faces_meta
 
 __all__ = ["write_frame_raw", "read_frame_raw", "write_confidence_png", "colorize_fixed", "DepthVideoWriter",
            "RAW_FILES"]
@@ -48,6 +49,7 @@ def write_frame_raw(folder: Path, result: PipelineResult, image_path: str, heigh
         "input": {"image_path": image_path, "height": int(height), "width": int(width)},
         "outputs": [*RAW_FILES, "meta.json"],
         "scale": result.info.get("scale"),
+        "faces": faces_meta(result),
         "predictor": predictor,
         "timings": {"network": network, "non_network": timings, "non_network_total": sum(timings.values())},
         "machine": {"platform": platform.platform(), "torch": torch.__version__},

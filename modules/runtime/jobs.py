@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..export.outputs import write_meta, write_panorama_outputs
+from ..export.outputs import faces_meta, write_meta, write_panorama_outputs
 from ..pipeline import PipelineResult, build_equirect, build_pipeline
 
 __all__ = ["PanoramaJob", "JOBS", "job_for", "dense_options", "write_voxel_files"]
@@ -109,7 +109,7 @@ def _write_voxel(out, rgb, result, cfg, image_path, extra, input_info):
     return write_meta(out, cfg, input={"image_path": image_path, "height": int(rgb.shape[1]),
                                        "width": int(rgb.shape[2]), **(input_info or {})},
                       timings=timings, scale=result.info.get("scale"), predictor=predictor, voxels=grid.describe(),
-                      **extra)
+                      faces=faces_meta(result), **extra)
 
 
 def _build_eval(cfg: DictConfig, predictor=None):

@@ -306,7 +306,8 @@ def _write_outputs(cfg, source: VideoSource, frames: list[int], tasks, ordered, 
     scales = {t.index: math.exp(t.log_scale) for t in tracks}
     unit = ex.distance_png.unit
     if unit is None:
-        unit = max(t.raw_max * scales[t.index] for t in tracks) / 65535.0
+        # the clip's farthest surface at 65534: 65535 stays the sky's alone
+        unit = max(t.raw_max * scales[t.index] for t in tracks) / 65534.0
     inv_lo = float(np.median([t.inv_percentiles[0] / scales[t.index] for t in tracks]))
     inv_hi = float(np.median([t.inv_percentiles[1] / scales[t.index] for t in tracks]))
     fps = o.fps
@@ -364,7 +365,9 @@ def _write_outputs(cfg, source: VideoSource, frames: list[int], tasks, ordered, 
         loader.close()
     return {
         "distance_png": {"unit": float(unit), "formula": "distance = value * unit", "invalid_value": 0,
-                         "folder": "distance", "beyond_range": "65535 (farther than 65535 x unit: sky)"}
+                         "folder": "distance",
+                         "beyond_range": "65535: the sky, and anything farther than 65534 x unit (with the automatic "
+                                         "unit the clip's farthest surface is 65534)"}
         if o.png else None,
         "confidence_png": {"formula": "confidence = value / 65535", "folder": "confidence"} if o.png else None,
         "video": {"file": str(o.video_name), "fps": float(fps), "fourcc": str(o.fourcc), "colormap": str(o.colormap),
