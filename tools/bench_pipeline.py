@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print(row(s, cold.get(s, 0.0), w))
     total_cold = sum(cold.get(s, 0.0) for s in stages)
     total_warm = statistics.median(sum(r.get(s, 0.0) for s in stages) for r in warm) if warm else float("nan")
+    # the stages the pipeline times (projection -> scale), without the files written after it
+    inner = [s for s in stages if s != "writing"]
+    inner_cold = sum(cold.get(s, 0.0) for s in inner)
+    inner_warm = statistics.median(sum(r.get(s, 0.0) for s in inner) for r in warm) if warm else float("nan")
+    print(row("stages, projection -> scale (no writing)", inner_cold, inner_warm))
     print(row("**all non-network**", total_cold, total_warm))
     net_w = statistics.median(r.get("network", 0.0) for r in warm) if warm else float("nan")
     print(row("(network: synthetic predictor)", cold.get("network", 0.0), net_w))
