@@ -1,12 +1,14 @@
-"""README figure: what fusion.sky.edge_band does to the surfaces next to the sky (docs/images/sky_edges.png).
+"""README figures of the test street's relative error under two settings: what fusion.sky.edge_band does to the
+surfaces next to the sky (docs/images/sky_edges.png), and what the outdoor pass does (docs/images/outdoor_pass.png).
 
-    python tools/figure_sky_edges.py [--out docs/images/sky_edges.png]
+    python tools/figure_sky_edges.py [--figure sky_edges|outdoor_pass] [--out PATH]
 
 The outdoor street of the test suite (tools/make_synthetic_scene.py --kind outdoor --seed 0, 512x256), every error
-model of the synthetic predictor at moderate strength (the stitching benchmark's "combined"), 20 faces of 128 px;
-the pipeline run with ``fusion.sky.edge_band=0`` and with the default. Rows: the panorama's upper half, the relative
-distance error |d - d_true| / d_true without and with the extension (0 black .. 0.5 and above white; sky grey), each
-with its surface AbsRel.
+model of the synthetic predictor at moderate strength (the stitching benchmark's "combined"), faces of 128 px.
+``sky_edges``: one copy of the faces (20), ``fusion.sky.edge_band=0`` against the default band. ``outdoor_pass``: one
+copy (``projection.outdoor_rotations=1``) against the default (the street's sky adds a second copy: 40 faces). Rows:
+the panorama (its upper half for sky_edges), the relative distance error |d - d_true| / d_true of each setting (0 black .. 0.5 and above
+white; sky grey), each with its surface AbsRel.
 """
 
 from __future__ import annotations
@@ -48,10 +50,22 @@ def error_image(d: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, float]:
     return rgb, float(err[both].mean())
 
 
+ONE = "projection.outdoor_rotations=1"
+#: figure -> the two settings compared (label, overrides), and the share of the rows shown (from the top)
+FIGURES = {
+    "sky_edges": ([("edge_band=0 (one copy of the faces)", ["fusion.sky.edge_band=0", ONE]),
+                   ("edge_band=0.012 (default; one copy of the faces)", [ONE])], 0.5),
+    "outdoor_pass": ([("one copy of the faces (outdoor_rotations=1, 20 faces)", [ONE]),
+                      ("the default: the sky adds a second copy (40 faces)", [])], 1.0),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "images" / "sky_edges.png")
+    parser.add_argument("--figure", choices=sorted(FIGURES), default="sky_edges")
+    parser.add_argument("--out", type=Path, default=None, help="default: docs/images/<figure>.png")
     args = parser.parse_args()
+    out = args.out or PROJECT_ROOT / "docs" / "images" / f"{args.figure}.png"
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         rgb, gt = render_erp(make_scene("outdoor", 0), 256)
@@ -60,17 +74,17 @@ def main() -> None:
         np.save(Path(tmp) / "distance.npy", gt)  # what the synthetic predictor reads
         register_resolvers()
         rows = [(rgb * 255 + 0.5).astype(np.uint8), None, None]
-        labels = ["panorama (upper half)", "", ""]
+        labels = ["panorama (upper half)" if FIGURES[args.figure][1] < 1 else "panorama", "", ""]
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
-            for i, extra in ((1, ["fusion.sky.edge_band=0"]), (2, [])):
+            settings, shown = FIGURES[args.figure]
+            for i, (name, extra) in enumerate(settings, start=1):
                 cfg = compose("config", overrides=["predictor=synthetic", "projection.face_size=128",
                                                    f"paths.output_dir={tmp}/out", *COMBINED, *extra])
                 d = build_pipeline(cfg).run(load_panorama(str(path)), str(path)).distance.numpy()
                 rows[i], abs_rel = error_image(d, gt)
-                labels[i] = (f"relative error, edge_band=0: AbsRel {abs_rel:.4f}" if extra
-                             else f"relative error, edge_band=0.012 (default): AbsRel {abs_rel:.4f}")
+                labels[i] = f"relative error, {name}: AbsRel {abs_rel:.4f}"
     H = rgb.shape[0]
-    crop = [r[: H // 2] for r in rows]
+    crop = [r[: round(H * shown)] for r in rows]
     band = 14
     sheet = Image.new("RGB", (crop[0].shape[1], sum(c.shape[0] + band for c in crop)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -80,9 +94,9 @@ def main() -> None:
         sheet.paste(Image.fromarray(c), (0, y + band))
         y += c.shape[0] + band
     sheet = sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.out, optimize=True)
-    print(f"wrote {args.out}: " + "; ".join(labels[1:]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, optimize=True)
+    print(f"wrote {out}: " + "; ".join(labels[1:]))
 
 
 if __name__ == "__main__":
