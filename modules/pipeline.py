@@ -194,7 +194,8 @@ class PanoramaPipeline:
         self.scale = scale if scale is not None else Scale()
         self.preprocess = preprocess
         self.sky = sky if sky is not None and sky.enabled else None
-        self._cameras = self._outdoor_cameras = None
+        #: the faces' cameras, built on first use: [False] the `rotations` copies, [True] the `outdoor_rotations` ones
+        self._cameras: dict = {}
         #: derived geometry of the stages (samples, sparse patterns) keyed by value; shared by the stages
         self.cache = ValueCache()
         for stage in (alignment, blender, self.sky, self.refinement):
@@ -204,16 +205,15 @@ class PanoramaPipeline:
     def cameras(self, dtype: torch.dtype = torch.float32, outdoor: bool = False):
         """The faces' cameras (float32 on the pipeline's device): the ``projection.rotations`` copies, or with
         ``outdoor`` the ``projection.outdoor_rotations`` copies (the first ones the same faces)."""
-        key = "_outdoor_cameras" if outdoor else "_cameras"
-        if getattr(self, key) is None:
+        if outdoor not in self._cameras:
             rotations = self.projection.outdoor_rotations if outdoor else None
-            setattr(self, key, self.projection.cameras(self.device, dtype, rotations))
-        return getattr(self, key)
+            self._cameras[outdoor] = self.projection.cameras(self.device, dtype, rotations)
+        return self._cameras[outdoor]
 
     def _outdoor_pass(self, sky_report: dict | None) -> bool:
-        """Whether the first pass's sky asks for the outdoor copies (and there are more of them)."""
-        return (self.sky is not None and sky_report is not None
-                and self.projection.outdoor_rotations > self.projection.rotations
+        """Whether the first pass's sky report (None without sky detection) asks for the outdoor copies (and there
+        are more of them)."""
+        return (sky_report is not None and self.projection.outdoor_rotations > self.projection.rotations
                 and sky_report.get("sky_fraction", 0.0) >= self.projection.outdoor_sky_fraction)
 
     def _predict(self, rgb: Tensor, cams, timer: StageTimer, report: bool = True):

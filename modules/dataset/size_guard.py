@@ -25,8 +25,8 @@ Calibration (how the coefficients were measured; update them here when a stage's
 ``peak_gb = base_gb + bytes_per_pixel * H * W / 1e9 + bytes_per_face_pixel * F * S^2 / 1e9
 + bytes_per_blend_pixel * Hb * Wb / 1e9`` with H x W the processed panorama, F the tangent faces (icosahedron level
 0: 20, cubemap: 6, times ``projection.rotations``, or ``outdoor_rotations`` if larger), S ``projection.face_size``,
-and Hb x Wb the panorama at the height the faces are blended at (``fusion.blender.max_height``: min(H, 1024) by default). Measured with
-``python tools/bench_memory.py --mode <mode> --heights ...``: max RSS (``/usr/bin/time -v``) of
+and Hb x Wb the panorama at the height the faces are blended at (``fusion.blender.max_height``: min(H, 1024) by
+default). Measured with ``python tools/bench_memory.py --mode <mode> --heights ...``: max RSS (``/usr/bin/time -v``) of
 ``core_exp_runner.py mode=<mode> predictor=synthetic`` in a fresh process, default config otherwise, on the 2-core
 CPU VM (torch 2.13 CPU); the coefficients are the least-squares fit over the sizes (``base_gb`` net of the face term
 at S = 512, F S^2 = 5.2 M); ``bytes_per_face_pixel`` from face_size 256 / 512 / 768 at 1024x512 (1.29 / 1.61 /

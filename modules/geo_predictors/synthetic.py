@@ -34,10 +34,9 @@ Further error models, each standing for something real networks (MiDaS, Depth An
 
 Everything is drawn from ``torch.Generator`` objects seeded with ``seed`` and the face's index (its cameras'
 ``face_ids``: its place among all faces of all rotated copies), so a face gets the same corruption whatever batch it
-arrives in (the outlier faces are drawn among 0 .. the call's largest index, so a second call for a second rotated copy
-draws its own) (the models above draw from a second generator, so turning them on leaves
-the draws of the original ones unchanged). With scale_range [1, 1], shift_range [0, 0] and every amplitude 0 it
-returns the exact truth.
+arrives in; the models above draw from a second generator, so turning them on leaves the draws of the original ones
+unchanged. The outlier faces are drawn among 0 .. the call's largest index, so a second call for a second rotated copy
+draws its own. With scale_range [1, 1], shift_range [0, 0] and every amplitude 0 it returns the exact truth.
 
 This is how stitching quality is measured without network weights; it is never a depth estimator for real photos.
 """
